@@ -1,0 +1,67 @@
+"""Command line: a thin layer that parses flags, calls the library, prints results.
+
+Library errors (``LauncherError``) become one line on stderr and exit code 1; no traceback.
+Each area registers its subcommands through a ``register(sub, common)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import LauncherError
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Flags every command accepts (model selection, threads, verbosity)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("models")
+    g.add_argument("--model", help="embedding model GGUF (else $LAUNCHER_MODEL, config, discovery)")
+    g.add_argument("--mmproj", help="vision projector GGUF (else $LAUNCHER_MMPROJ, config, discovery)")
+    g.add_argument("--reranker", help="reranker GGUF (else $LAUNCHER_RERANKER, config, discovery)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log output")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_engine
+
+    common = common_parser()
+    parser = argparse.ArgumentParser(
+        prog="launcher",
+        description="Private semantic search over your files (Qwen3-VL on the CPU).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in (cli_engine,):
+        module.register(sub, common)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Library warnings (e.g. truncated input) as one line each on stderr."""
+    import logging
+
+    logger = logging.getLogger("launcher")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("launcher: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        return int(args.func(args) or 0)
+    except LauncherError as err:
+        print(f"launcher: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("launcher: interrupted", file=sys.stderr)
+        return 130

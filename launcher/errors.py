@@ -1,0 +1,55 @@
+"""Typed errors. ``str(err)`` is the one line the CLI shows; the library never prints or exits."""
+
+from __future__ import annotations
+
+
+class LauncherError(Exception):
+    """Base class for every error the CLI turns into a one-line message."""
+
+
+class ModelError(LauncherError):
+    """A model file cannot be used."""
+
+
+class ModelNotFound(ModelError):
+    """No model file at the path given, or none configured or discovered."""
+
+
+class NotGGUF(ModelError):
+    """The file exists but is not a GGUF file."""
+
+
+class WrongArchitecture(ModelError):
+    """A GGUF of another architecture or role than the one expected."""
+
+
+class MmprojRequired(ModelError):
+    """An image was given but no mmproj (vision projector) is configured."""
+
+
+class MmprojMismatch(ModelError):
+    """The mmproj does not fit the language model."""
+
+
+class InputError(LauncherError):
+    """One input item cannot be embedded (its neighbours are unaffected)."""
+
+
+class ImageError(InputError):
+    """An image is unreadable, corrupt, or too large."""
+
+
+class EngineError(LauncherError):
+    """llama.cpp refused to evaluate a batch (decode or encode failed)."""
+
+
+class ConfigError(LauncherError):
+    """The config file cannot be read or has a wrong value."""
+
+
+class DownloadError(LauncherError):
+    """A model download failed (offline, hub unreachable, missing dependency)."""
+
+
+class StoreError(LauncherError):
+    """The index on disk cannot be used (wrong model, damaged beyond recovery)."""

@@ -1,0 +1,148 @@
+"""Image loading and resizing exactly as the official ``qwen_vl_utils`` does it.
+
+Qwen3-VL sees an image as a grid of 32x32-pixel tokens (patch 16, merge 2). The official
+pipeline composites RGBA on white, converts other modes to RGB, rounds each side to a
+multiple of 32 (Python's round-half-to-even), scales into [min_pixels, max_pixels] and
+resizes with PIL bicubic. mtmd is then told to accept that size as is (image min/max
+tokens), because its own resize pads and rounds differently.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .inputs import ImageSource
+
+PATCH_SIZE = 16
+MERGE_SIZE = 2
+FACTOR = PATCH_SIZE * MERGE_SIZE  # pixels per image token side
+MIN_TOKENS = 4
+MAX_TOKENS = 1800
+MIN_PIXELS = MIN_TOKENS * FACTOR * FACTOR
+MAX_PIXELS = MAX_TOKENS * FACTOR * FACTOR
+MAX_RATIO = 200
+# Refuse to decode anything larger than this many pixels (decompression bombs, giant scans).
+MAX_SOURCE_PIXELS = 200_000_000
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = FACTOR,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[int, int]:
+    """Target (height, width) for an image, as ``qwen_vl_utils.smart_resize``."""
+    if min(height, width) <= 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ImageError(
+            f"image aspect ratio {max(height, width) / min(height, width):.0f}:1 is over "
+            f"the model's limit of {MAX_RATIO}:1"
+        )
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGBA on a white background; every other mode through ``convert("RGB")``."""
+    from PIL import Image
+
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[3])
+        return background
+    return image.convert("RGB")
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, bytes):
+        return f"image bytes ({len(source)} bytes)"
+    if isinstance(source, (str, os.PathLike)):
+        return os.fsdecode(source)
+    return "PIL image"
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Open and fully decode an image (path, bytes or PIL), EXIF orientation applied.
+
+    Raises ``ImageError`` for a missing, unreadable, corrupt, truncated or oversized image.
+    A PIL image given by the caller is taken as already oriented.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        return source
+    what = _describe(source)
+    try:
+        if isinstance(source, bytes):
+            image = Image.open(io.BytesIO(source))
+        else:
+            image = Image.open(os.fspath(source))
+        if image.width * image.height > MAX_SOURCE_PIXELS:
+            raise ImageError(
+                f"{what}: image too large ({image.width}x{image.height} pixels; "
+                f"the limit is {MAX_SOURCE_PIXELS:,} pixels)"
+            )
+        image.load()  # decode now, so truncation surfaces here and not inside the model
+        image = ImageOps.exif_transpose(image) or image
+    except ImageError:
+        raise
+    except FileNotFoundError as err:
+        raise ImageError(f"{what}: file not found") from err
+    except IsADirectoryError as err:
+        raise ImageError(f"{what}: is a folder, not an image") from err
+    except PermissionError as err:
+        raise ImageError(f"{what}: permission denied") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{what}: not an image or an unsupported format") from err
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{what}: image too large ({err})") from err
+    except (OSError, ValueError, SyntaxError) as err:
+        # PIL reports truncated and corrupt data as OSError/ValueError/SyntaxError.
+        raise ImageError(f"{what}: corrupt or truncated image ({err})") from err
+    return image
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """RGB pixels at the size the model will see; ``tokens`` = image tokens in the prompt."""
+
+    width: int
+    height: int
+    rgb: bytes
+
+    @property
+    def tokens(self) -> int:
+        return (self.width // FACTOR) * (self.height // FACTOR)
+
+
+def prepare_image(
+    source: ImageSource, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> PreparedImage:
+    """Load, convert and resize an image the way the official pipeline does."""
+    from PIL import Image
+
+    image = to_rgb(load_image(source))
+    height, width = smart_resize(image.height, image.width, FACTOR, min_pixels, max_pixels)
+    if (width, height) != image.size:
+        image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
+    return PreparedImage(width=width, height=height, rgb=image.tobytes())

@@ -1,0 +1,383 @@
+"""Thin, guarded wrappers over llama.cpp's C API (``llama_cpp.llama_cpp``, ``mtmd_cpp``).
+
+Everything that can make llama.cpp abort the process (a batch larger than ``n_batch``, a
+sequence id past ``n_seq_max``, more tokens than a sequence's KV cells) is checked here in
+Python first and raised as a typed error instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import EngineError, ModelError
+
+# llama.cpp's log lines, kept for error messages; printed only in verbose mode.
+_LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
+_log_state = {"verbose": False, "installed": False}
+_log_lock = threading.Lock()
+_LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
+
+
+def _on_log(level: int, text: bytes | None, _user: Any) -> None:
+    line = (text or b"").decode("utf-8", "replace")
+    _LOG_LINES.append(line)
+    if _log_state["verbose"]:
+        sys.stderr.write(line)
+
+
+def set_verbose(verbose: bool) -> None:
+    """Route llama.cpp and mtmd logs: silent (kept for errors) unless ``verbose``."""
+    global _LOG_CALLBACK
+    with _log_lock:
+        _log_state["verbose"] = verbose
+        if _log_state["installed"]:
+            return
+        import llama_cpp.llama_cpp as ll
+        import llama_cpp.mtmd_cpp as mt
+
+        _LOG_CALLBACK = ll.llama_log_callback(_on_log)
+        ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        mt.mtmd_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        mt.mtmd_helper_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        _log_state["installed"] = True
+
+
+def recent_log(n: int = 3, *, errors_only: bool = True) -> str:
+    """The last llama.cpp log lines (error-looking ones first), for error messages."""
+    lines = [ln.strip() for ln in _LOG_LINES if ln.strip()]
+    if errors_only:
+        picked = [ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "invalid"))]
+        lines = picked or lines
+    return " | ".join(lines[-n:])
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (llama.cpp gains nothing from hyper-threads); at least 1."""
+    try:
+        cores: set[tuple[str, str]] = set()
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and (phys or core):
+                    cores.add((phys, core))
+                    phys = core = ""
+        if phys or core:
+            cores.add((phys, core))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    count = os.cpu_count() or 1
+    return max(1, count // 2) if count > 2 else count
+
+
+_backend_ready = False
+
+
+def _backend() -> Any:
+    global _backend_ready
+    import llama_cpp.llama_cpp as ll
+
+    if not _backend_ready:
+        set_verbose(_log_state["verbose"])
+        ll.llama_backend_init()
+        _backend_ready = True
+    return ll
+
+
+class Model:
+    """A loaded GGUF language model (weights memory-mapped, CPU only)."""
+
+    def __init__(self, path: Path) -> None:
+        ll = _backend()
+        self.path = path
+        params = ll.llama_model_default_params()
+        params.n_gpu_layers = 0
+        ptr = ll.llama_model_load_from_file(os.fsencode(path), params)
+        if not ptr:
+            raise ModelError(f"llama.cpp could not load {path}: {recent_log() or 'unknown error'}")
+        self.ptr = ptr
+        self.vocab = ll.llama_model_get_vocab(ptr)
+        self.n_embd = int(ll.llama_model_n_embd(ptr))
+        self.n_ctx_train = int(ll.llama_model_n_ctx_train(ptr))
+        self.n_vocab = int(ll.llama_vocab_n_tokens(self.vocab))
+        self.n_cls_out = int(ll.llama_model_n_cls_out(ptr))
+
+    def meta(self, key: str) -> str | None:
+        ll = _backend()
+        buf = ctypes.create_string_buffer(512)
+        n = ll.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def cls_labels(self) -> list[str]:
+        ll = _backend()
+        out = []
+        for i in range(self.n_cls_out):
+            label = ll.llama_model_cls_label(self.ptr, i)
+            out.append(label.decode("utf-8", "replace") if label else "")
+        return out
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of ``text``; ``special`` parses ``<|...|>`` markers as special tokens."""
+        ll = _backend()
+        data = text.encode("utf-8", "surrogatepass")
+        if not data:
+            return []
+        cap = len(data) + 8
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, False, special)
+        if n < 0:
+            raise EngineError(f"tokenization failed ({n})")
+        return list(buf[:n])
+
+    def token_to_piece(self, token: int) -> bytes:
+        ll = _backend()
+        buf = ctypes.create_string_buffer(64)
+        n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(n, 0)]
+
+    def token_id(self, piece: str) -> int | None:
+        """The id of a text that is exactly one token (e.g. ``yes``), else None."""
+        ids = self.tokenize(piece, special=False)
+        return ids[0] if len(ids) == 1 else None
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            _backend().llama_model_free(self.ptr)
+            self.ptr = None
+
+
+@dataclass(frozen=True)
+class ContextShape:
+    """KV layout: ``n_seq`` sequences with ``n_ctx_seq`` cells each."""
+
+    n_seq: int
+    n_ctx_seq: int
+
+
+class Context:
+    """A llama.cpp context: ``n_seq`` independent sequences of ``n_ctx_seq`` KV cells each."""
+
+    def __init__(
+        self,
+        model: Model,
+        shape: ContextShape,
+        *,
+        threads: int,
+        embeddings: bool,
+        pooling: int,
+        n_ubatch: int = 512,
+    ) -> None:
+        ll = _backend()
+        self.model = model
+        self.shape = shape
+        params = ll.llama_context_default_params()
+        params.n_seq_max = shape.n_seq
+        params.n_ctx = shape.n_seq * shape.n_ctx_seq
+        params.n_batch = params.n_ctx  # one decode may carry every cell we own
+        params.n_ubatch = min(n_ubatch, params.n_ctx)
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.embeddings = embeddings
+        params.pooling_type = pooling
+        params.kv_unified = False
+        # CPU flash attention changes results with the batch layout (~1e-4): keep it off so
+        # a vector does not depend on which other inputs shared its batch.
+        params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        ptr = ll.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            raise EngineError(
+                f"llama.cpp could not create a context ({shape.n_seq} x {shape.n_ctx_seq} "
+                f"cells): {recent_log() or 'out of memory?'}"
+            )
+        self.ptr = ptr
+        self.n_ctx = int(ll.llama_n_ctx(ptr))
+        self.n_batch = int(ll.llama_n_batch(ptr))
+        self.n_ctx_seq = self.n_ctx // shape.n_seq
+        self.embeddings = embeddings
+
+    def clear(self) -> None:
+        ll = _backend()
+        ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
+
+    def decode(self, seqs: Sequence[Sequence[int]], *, start: Sequence[int] | None = None) -> list[int]:
+        """Decode token sequences, one per sequence id 0..n-1, in one ``llama_decode``.
+
+        Returns the batch index of each sequence's last token (its output row).
+        """
+        ll = _backend()
+        if len(seqs) > self.shape.n_seq:
+            raise EngineError(f"{len(seqs)} sequences but the context holds {self.shape.n_seq}")
+        total = sum(len(s) for s in seqs)
+        if total == 0:
+            return []
+        if total > self.n_batch:
+            raise EngineError(f"batch of {total} tokens exceeds n_batch={self.n_batch}")
+        starts = list(start) if start is not None else [0] * len(seqs)
+        for s, toks in enumerate(seqs):
+            if starts[s] + len(toks) > self.n_ctx_seq:
+                raise EngineError(
+                    f"sequence of {starts[s] + len(toks)} tokens exceeds its {self.n_ctx_seq} cells"
+                )
+        batch = ll.llama_batch_init(total, 0, 1)
+        try:
+            last_rows: list[int] = []
+            i = 0
+            for s, toks in enumerate(seqs):
+                for j, tok in enumerate(toks):
+                    batch.token[i] = tok
+                    batch.pos[i] = starts[s] + j
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = s
+                    batch.logits[i] = 1 if (self.embeddings or j == len(toks) - 1) else 0
+                    i += 1
+                last_rows.append(i - 1)
+            batch.n_tokens = total
+            rc = ll.llama_decode(self.ptr, batch)
+        finally:
+            ll.llama_batch_free(batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed ({rc}): {recent_log() or 'no details'}")
+        return last_rows
+
+    def seq_embedding(self, seq: int, n: int) -> np.ndarray:
+        """The pooled output of sequence ``seq`` (n floats: n_embd, or n_cls_out for RANK)."""
+        ll = _backend()
+        ptr = ll.llama_get_embeddings_seq(self.ptr, seq)
+        if not ptr:
+            raise EngineError(f"no pooled embedding for sequence {seq}")
+        return np.ctypeslib.as_array(ptr, shape=(n,)).astype(np.float32, copy=True)
+
+    def logits(self, row: int) -> np.ndarray:
+        ll = _backend()
+        ptr = ll.llama_get_logits_ith(self.ptr, row)
+        if not ptr:
+            raise EngineError(f"no logits for output row {row}")
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).astype(np.float32, copy=True)
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            _backend().llama_free(self.ptr)
+            self.ptr = None
+
+
+class Vision:
+    """mtmd (the vision projector) bound to a text model."""
+
+    def __init__(self, path: Path, model: Model, *, threads: int, min_tokens: int, max_tokens: int) -> None:
+        import llama_cpp.mtmd_cpp as mt
+
+        _backend()
+        self.path = path
+        params = mt.mtmd_context_params_default()
+        params.use_gpu = False
+        params.print_timings = False
+        params.n_threads = threads
+        params.warmup = False  # warmup costs seconds at load and changes nothing we compute
+        params.image_min_tokens = min_tokens
+        params.image_max_tokens = max_tokens
+        ptr = mt.mtmd_init_from_file(os.fsencode(path), model.ptr, params)
+        if not ptr:
+            raise ModelError(f"mtmd could not load {path}: {recent_log() or 'unknown error'}")
+        self.ptr = ptr
+        if not mt.mtmd_support_vision(ptr):
+            self.close()
+            raise ModelError(f"{path} has no vision encoder")
+
+    def image_chunks(self, width: int, height: int, rgb: bytes) -> _Chunks:
+        """Tokenize one image (mtmd wraps it in <|vision_start|>/<|vision_end|> itself)."""
+        import llama_cpp.mtmd_cpp as mt
+
+        if len(rgb) != width * height * 3:
+            raise EngineError("image buffer size does not match its dimensions")
+        data = (ctypes.c_uint8 * len(rgb)).from_buffer_copy(rgb)
+        bitmap = mt.mtmd_bitmap_init(width, height, data)
+        if not bitmap:
+            raise EngineError("mtmd could not create a bitmap")
+        chunks = mt.mtmd_input_chunks_init()
+        try:
+            part = mt.mtmd_input_part(text=None, bitmap=bitmap)
+            parts = (ctypes.POINTER(mt.mtmd_input_part) * 1)(ctypes.pointer(part))
+            rc = mt.mtmd_tokenize_from_parts(self.ptr, chunks, parts, 1, False)
+        finally:
+            mt.mtmd_bitmap_free(bitmap)
+        if rc != 0:
+            mt.mtmd_input_chunks_free(chunks)
+            raise EngineError(f"mtmd could not tokenize the image ({rc}): {recent_log()}")
+        return _Chunks(chunks)
+
+    def eval(self, ctx: Context, chunks: _Chunks, n_past: int, seq: int, *, logits_last: bool) -> int:
+        """Encode and decode image chunks at ``n_past``; returns the next position."""
+        import llama_cpp.llama_cpp as ll
+        import llama_cpp.mtmd_cpp as mt
+
+        new_n_past = ll.llama_pos(0)
+        rc = mt.mtmd_helper_eval_chunks(
+            self.ptr, ctx.ptr, chunks.ptr, n_past, seq, ctx.n_batch, logits_last,
+            ctypes.byref(new_n_past),
+        )
+        if rc != 0:
+            raise EngineError(f"mtmd could not evaluate the image ({rc}): {recent_log()}")
+        return int(new_n_past.value)
+
+    def close(self) -> None:
+        import llama_cpp.mtmd_cpp as mt
+
+        if getattr(self, "ptr", None):
+            mt.mtmd_free(self.ptr)
+            self.ptr = None
+
+
+class _Chunks:
+    """Owned mtmd input chunks."""
+
+    def __init__(self, ptr: Any) -> None:
+        self.ptr = ptr
+
+    @property
+    def n_tokens(self) -> int:
+        import llama_cpp.mtmd_cpp as mt
+
+        return int(mt.mtmd_helper_get_n_tokens(self.ptr))
+
+    def image_grid(self) -> tuple[int, int] | None:
+        """(nx, ny) of the first image chunk, in merged tokens."""
+        import llama_cpp.mtmd_cpp as mt
+
+        for i in range(int(mt.mtmd_input_chunks_size(self.ptr))):
+            chunk = mt.mtmd_input_chunks_get(self.ptr, i)
+            if mt.mtmd_input_chunk_get_type(chunk) == mt.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                tokens = mt.mtmd_input_chunk_get_tokens_image(chunk)
+                return int(mt.mtmd_image_tokens_get_nx(tokens)), int(mt.mtmd_image_tokens_get_ny(tokens))
+        return None
+
+    def free(self) -> None:
+        import llama_cpp.mtmd_cpp as mt
+
+        if self.ptr:
+            mt.mtmd_input_chunks_free(self.ptr)
+            self.ptr = None
