@@ -1,0 +1,1035 @@
+"""The index on disk: a JSON manifest plus vector segments, committed atomically.
+
+Layout of the index folder (default ``<data dir>/index``)::
+
+    manifest.json          current generation: format version, model identity, dims, roots,
+                           segments, one entry per file, last run stats
+    manifest.prev.json     the generation before it, the fallback if manifest.json is damaged
+    seg-<gen>-<id>.npy     float16 vector rows; written once, never modified
+    lock                   held with flock by the one process writing
+
+Segments: a commit writes only the rows added since the previous commit, as a new segment
+file, then the manifest; committing every few files never rewrites the gigabytes already
+on disk. Rows of removed or changed files stay in their segment as dead rows until a
+compaction (dead rows over a quarter of all rows, or too many segments) copies the live
+rows into one new segment. Row numbers in the manifest index the concatenation of its
+segments, in the listed order.
+
+Commit order: (1) the new segment: temp file, fsync, rename, fsync folder; (2) the
+manifest: temp file, fsync, manifest.json -> manifest.prev.json, temp -> manifest.json,
+fsync folder; (3) delete segment files that neither manifest names. A kill at any point
+leaves manifest.json or manifest.prev.json naming only complete segments; what a kill
+loses is the uncommitted tail. Loading validates (JSON, version, segment shapes, row
+counts, row ownership) and falls back to the previous generation; if only some segments
+are damaged, the files whose vectors they held are dropped (to be indexed again) and the
+rest is kept. Nothing recoverable raises ``StoreError``, never a silent empty index.
+
+float16: unit-norm components lie in [-1, 1] where float16 keeps ~3 significant digits, so
+a cosine moves by ~1e-3, far below the gaps that order search results, and the disk and
+memory are halved. NumPy has no fast float16 matmul, so ``Snapshot.scores`` converts
+blocks to float32 on the fly.
+
+Threads: one writer (the indexer) owns a ``Store``; readers in the same process call
+``snapshot()`` and get an immutable ``Snapshot`` of the last commit, swapped under a lock.
+Paths with undecodable bytes (surrogate escapes) round-trip through the JSON's ``\\udcxx``
+escapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .errors import InputError, StoreError
+from .extract import Locator
+
+FORMAT = "launcher-index"
+FORMAT_VERSION = 1
+VECTOR_DTYPE = np.dtype(np.float16)
+MANIFEST = "manifest.json"
+MANIFEST_PREV = "manifest.prev.json"
+LOCK = "lock"
+
+Status = Literal["ok", "failed", "pending_chunks"]
+STATUSES = ("ok", "failed", "pending_chunks")
+ROLES = ("card", "chunk")
+# An mtime this close to the time the file was read may hide a later write in the same
+# timestamp tick (coarse file systems): such a file is re-checked by hash next run.
+RACY_NS = 2_000_000_000
+
+
+def default_dir() -> Path:
+    from . import paths
+
+    return paths.data_dir() / "index"
+
+
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """BLAKE2b-128 of the file's bytes, hex: the key for reusing vectors of moved files."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """One vector row of a file: its card or one of its chunks, and where that is."""
+
+    row: int
+    role: str  # "card" | "chunk"
+    locator: Locator = field(default_factory=Locator)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file in the index. ``rows`` is empty for failed files and not-yet-embedded ones."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    kind: str | None = None
+    status: Status = "ok"
+    reason: str | None = None
+    content_hash: str | None = None
+    preview: str = ""
+    title: str | None = None
+    rows: tuple[RowRef, ...] = ()
+    indexed_ns: int = 0
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+        for key in ("kind", "status", "reason", "content_hash", "preview", "title"):
+            value = getattr(self, key)
+            if value not in (None, ""):
+                out[key] = value
+        out["indexed_ns"] = self.indexed_ns
+        out["rows"] = [{"row": r.row, "role": r.role, **r.locator.to_json()} for r in self.rows]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileRecord:
+        status = data.get("status", "ok")
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        rows = []
+        for r in data.get("rows", ()):
+            if r["role"] not in ROLES or not isinstance(r["row"], int):
+                raise ValueError("bad row entry")
+            rows.append(RowRef(r["row"], r["role"], Locator.from_json(r)))
+        path, size, mtime = data["path"], data["size"], data["mtime_ns"]
+        if not isinstance(path, str) or not isinstance(size, int) or not isinstance(mtime, int):
+            raise ValueError("bad path, size or mtime_ns")
+        return cls(
+            path=path,
+            size=size,
+            mtime_ns=mtime,
+            kind=data.get("kind"),
+            status=status,
+            reason=data.get("reason"),
+            content_hash=data.get("content_hash"),
+            preview=data.get("preview", ""),
+            title=data.get("title"),
+            rows=tuple(rows),
+            indexed_ns=int(data.get("indexed_ns", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What the last indexing run did (the indexer fills it; the manifest keeps it)."""
+
+    started_ns: int = 0
+    finished_ns: int = 0
+    seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    failed: int = 0
+    removed: int = 0
+    problems: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunStats:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: int(v) for k, v in data.items() if k in names})
+
+
+class PieceLike(Protocol):
+    """What ``put`` needs to know of each vector: ``extract.Piece`` fits."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def locator(self) -> Locator: ...
+
+
+@dataclass(frozen=True)
+class _Segment:
+    name: str
+    start: int
+    rows: int
+    array: np.ndarray | None  # read-only memmap; None for a damaged segment (no live rows)
+
+
+def _identity_dict(identity: Any) -> dict[str, Any]:
+    """A JSON-normal dict (tuples become lists) so that loaded and given ones compare equal."""
+    if dataclasses.is_dataclass(identity) and not isinstance(identity, type):
+        identity = dataclasses.asdict(identity)
+    if not isinstance(identity, Mapping):
+        raise TypeError("identity must be a dataclass or a mapping")
+    return json.loads(json.dumps(dict(identity), sort_keys=True))
+
+
+def _identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+    return "; ".join(diffs[:4]) + more
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return  # Windows cannot open a folder to fsync it; its renames are journaled
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Damaged(Exception):
+    """A manifest that cannot be used (internal: turns into a fallback or a StoreError)."""
+
+
+@dataclass
+class _Loaded:
+    source: str
+    generation: int
+    identity: dict[str, Any]
+    dims: int
+    roots: tuple[str, ...]
+    segments: list[_Segment]
+    files: dict[str, FileRecord]
+    stats: RunStats | None
+    bad_segments: list[str]
+
+
+class Snapshot:
+    """An immutable view of one committed generation, for searching.
+
+    ``matrix()`` holds the live rows only (float16, read-only); ``row_owner(i)`` tells which
+    file and piece row ``i`` of it is. Both are built on first use.
+    """
+
+    def __init__(
+        self,
+        generation: int,
+        identity: dict[str, Any],
+        dims: int,
+        roots: tuple[str, ...],
+        files: dict[str, FileRecord],
+        segments: tuple[_Segment, ...],
+        stats: RunStats | None,
+    ):
+        self.generation = generation
+        self.identity = identity
+        self.dims = dims
+        self.roots = roots
+        self.stats = stats
+        self._files = files
+        self._segments = segments
+        self._lock = threading.Lock()
+        self._owners: list[tuple[FileRecord, RowRef]] | None = None
+        self._matrix: np.ndarray | None = None
+
+    @property
+    def files(self) -> tuple[FileRecord, ...]:
+        return tuple(self._files.values())
+
+    def get(self, path: str) -> FileRecord | None:
+        return self._files.get(path)
+
+    def _build(self) -> tuple[list[tuple[FileRecord, RowRef]], np.ndarray]:
+        with self._lock:
+            if self._owners is None or self._matrix is None:
+                owners = sorted(
+                    ((rec, ref) for rec in self._files.values() for ref in rec.rows),
+                    key=lambda pair: pair[1].row,
+                )
+                rows = np.fromiter((ref.row for _, ref in owners), dtype=np.int64)
+                self._matrix = _gather(self._segments, rows, self.dims)
+                self._matrix.setflags(write=False)
+                self._owners = owners
+            return self._owners, self._matrix
+
+    def __len__(self) -> int:
+        return sum(len(rec.rows) for rec in self._files.values())
+
+    def matrix(self) -> np.ndarray:
+        """All live rows, ``(n, dims)`` float16, unit-norm; row i belongs to ``row_owner(i)``."""
+        return self._build()[1]
+
+    def row_owner(self, i: int) -> tuple[FileRecord, RowRef]:
+        return self._build()[0][i]
+
+    def scores(self, query: np.ndarray, block: int = 16384) -> np.ndarray:
+        """Cosine scores of a unit-norm query against every row of ``matrix()`` (float32)."""
+        m = self.matrix()
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dims:
+            raise ValueError(f"query has {q.shape[0]} dims, the index {self.dims}")
+        out = np.empty(m.shape[0], dtype=np.float32)
+        for start in range(0, m.shape[0], block):
+            out[start : start + block] = m[start : start + block].astype(np.float32) @ q
+        return out
+
+
+def _gather(segments: Sequence[_Segment], rows: np.ndarray, dims: int) -> np.ndarray:
+    """Rows (global numbers, ascending) copied out of the segments into one array."""
+    out = np.empty((len(rows), dims), dtype=VECTOR_DTYPE)
+    pos = 0
+    for seg in segments:
+        end = seg.start + seg.rows
+        hi = int(np.searchsorted(rows, end, side="left"))
+        if hi > pos:
+            if seg.array is None:
+                raise StoreError(f"index segment {seg.name} is damaged")
+            out[pos:hi] = seg.array[rows[pos:hi] - seg.start]
+            pos = hi
+    if pos != len(rows):
+        raise StoreError("index rows point past the end of the vectors")
+    return out
+
+
+class Store:
+    """The index, open for writing (one process, lock file) or for reading.
+
+    Writer calls: ``put``, ``extend``, ``touch``, ``mark_failed``, ``remove``, ``reuse``,
+    ``begin_sweep``/``seen``/``seen_under``/``sweep``, ``maybe_commit``, ``commit``.
+    Nothing reaches the disk before ``commit``; ``close`` does not commit.
+    """
+
+    COMPACT_DEAD_FRACTION = 0.25
+    COMPACT_MIN_DEAD_ROWS = 1024
+    MAX_SEGMENTS = 64
+
+    def __init__(self, directory: Path, identity: dict[str, Any], dims: int, writable: bool):
+        self.directory = directory
+        self.identity = identity
+        self.dims = dims
+        self.writable = writable
+        self.generation = 0
+        self.roots: tuple[str, ...] = ()
+        self.stats: RunStats | None = None
+        self.recovered: str | None = None  # what was wrong when a fallback was used
+        self.commit_every_files = 64
+        self.commit_every_seconds = 30.0
+        self._files: dict[str, FileRecord] = {}
+        self._by_hash: dict[str, set[str]] = {}
+        self._segments: list[_Segment] = []
+        self._pending: list[np.ndarray] = []
+        self._total_rows = 0
+        self._changes = 0
+        self._last_commit = time.monotonic()
+        self._seen: set[str] | None = None
+        self._kept_prefixes: list[str] = []
+        self._lock_fd: int | None = None
+        self._snap_lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        identity: Any,
+        dims: int,
+        rebuild: bool = False,
+        writable: bool = True,
+        commit_every_files: int = 64,
+        commit_every_seconds: float = 30.0,
+    ) -> Store:
+        """Open (or start) the index. A different model identity or dims raises
+        ``StoreError`` unless ``rebuild`` (then the index starts empty and the old files go
+        at the first commit). A writer takes the lock file; a second writer gets
+        ``StoreError("another indexing run is in progress ...")``."""
+        path = Path(directory) if directory is not None else default_dir()
+        store = cls(path, _identity_dict(identity), int(dims), writable)
+        store.commit_every_files = commit_every_files
+        store.commit_every_seconds = commit_every_seconds
+        if writable:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                store._acquire_lock()
+            except OSError as err:
+                raise StoreError(f"cannot open the index folder {path}: {err}") from err
+        try:
+            store._load(rebuild)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            else:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise StoreError(
+                f"another indexing run is in progress{who}; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the lock. Uncommitted changes are dropped, as a kill would drop them."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self, rebuild: bool) -> None:
+        # A reader that finds a segment missing may have raced a writer's commit: it reads
+        # the manifests again before calling the segment damaged.
+        attempts = 1 if self.writable else 3
+        for attempt in range(attempts):
+            self._retry_missing = attempt < attempts - 1
+            try:
+                loaded = self._read_best()
+                break
+            except _Retry:
+                time.sleep(0.2)
+        if loaded is not None:
+            if loaded.dims != self.dims or loaded.identity != self.identity:
+                if not rebuild:
+                    diff = _identity_diff(
+                        {**loaded.identity, "dims": loaded.dims},
+                        {**self.identity, "dims": self.dims},
+                    )
+                    raise StoreError(
+                        "the index was built with another model or settings "
+                        f"({diff}); rebuild it (--rebuild) to use this one"
+                    )
+                loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
+            elif rebuild:
+                loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
+            self.generation = loaded.generation
+            self.roots = loaded.roots
+            self.stats = loaded.stats
+            self._segments = loaded.segments
+            self._total_rows = sum(s.rows for s in loaded.segments)
+            for record in loaded.files.values():
+                self._index_record(record)
+            if rebuild:
+                self._changes += 1  # the first commit writes the empty generation
+        if self.writable:
+            self._collect_garbage(self._names_in_manifests())
+        self._publish()
+
+    def _read_best(self) -> _Loaded | None:
+        """The newest usable generation, falling back (and salvaging) as the docstring says."""
+        problems: list[str] = []
+        salvageable: _Loaded | None = None
+        seen_any = False
+        for name in (MANIFEST, MANIFEST_PREV):
+            path = self.directory / name
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                problems.append(f"{name}: {err.strerror or err}")
+                seen_any = True
+                continue
+            seen_any = True
+            try:
+                loaded = self._parse(name, raw)
+            except _Damaged as err:
+                problems.append(f"{name}: {err}")
+                if name == MANIFEST and self.writable:
+                    self._set_aside(path)
+                continue
+            if not loaded.bad_segments:
+                if problems and self.writable and name != MANIFEST:
+                    # The next commit moves manifest.json to the fallback slot: a damaged
+                    # one must not take the place of the good generation found here.
+                    self._set_aside(self.directory / MANIFEST)
+                if problems:
+                    self.recovered = (
+                        f"{'; '.join(problems)}; using the previous generation "
+                        f"({loaded.generation}) instead"
+                    )
+                return loaded
+            problems.append(f"{name}: damaged vectors ({', '.join(loaded.bad_segments)})")
+            salvageable = salvageable or loaded
+        if salvageable is not None:
+            return self._salvage(salvageable, problems)
+        if seen_any:
+            raise StoreError(
+                f"the index at {self.directory} is damaged and no earlier generation could "
+                f"be read ({'; '.join(problems)}); rebuild it (--rebuild)"
+            )
+        return None
+
+    def _set_aside(self, path: Path) -> None:
+        """Keep a damaged manifest for inspection, out of the way of the next commit."""
+        with contextlib.suppress(OSError):  # if it stays, the next commit replaces it
+            os.replace(path, path.with_name(path.name + ".damaged"))
+
+    def _salvage(self, loaded: _Loaded, problems: list[str]) -> _Loaded:
+        bad = {s.name for s in loaded.segments if s.array is None}
+        bad_ranges = [(s.start, s.start + s.rows) for s in loaded.segments if s.name in bad]
+        kept: dict[str, FileRecord] = {}
+        dropped = 0
+        for path, record in loaded.files.items():
+            if any(lo <= r.row < hi for r in record.rows for lo, hi in bad_ranges):
+                dropped += 1  # its vectors are gone: it is indexed again as a new file
+            else:
+                kept[path] = record
+        self.recovered = (
+            f"{'; '.join(problems)}; kept generation {loaded.generation} without the "
+            f"{dropped} file(s) whose vectors were lost (they will be indexed again)"
+        )
+        self._force_compact = True
+        self._changes += 1  # the next commit writes the salvaged generation
+        return replace(loaded, files=kept)
+
+    _force_compact = False
+    _retry_missing = False
+
+    def _parse(self, name: str, raw: bytes) -> _Loaded:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise _Damaged(f"not valid JSON ({err.__class__.__name__})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise _Damaged("not an index manifest")
+        version = data.get("version")
+        if not isinstance(version, int):
+            raise _Damaged("no format version")
+        if version > FORMAT_VERSION:
+            raise StoreError(
+                f"the index at {self.directory} has format {version}, newer than this "
+                f"program's {FORMAT_VERSION}: update the program or rebuild the index"
+            )
+        if version < FORMAT_VERSION:
+            raise StoreError(
+                f"the index at {self.directory} has the old format {version}; "
+                "rebuild it (--rebuild)"
+            )
+        try:
+            dims = int(data["dims"])
+            if data.get("dtype") != VECTOR_DTYPE.name:
+                raise _Damaged(f"unexpected dtype {data.get('dtype')!r}")
+            identity = data["identity"]
+            if not isinstance(identity, dict):
+                raise _Damaged("identity is not an object")
+            segments: list[_Segment] = []
+            bad: list[str] = []
+            start = 0
+            for entry in data["segments"]:
+                seg_name, rows = str(entry["name"]), int(entry["rows"])
+                if os.path.basename(seg_name) != seg_name or not seg_name.startswith("seg-"):
+                    raise _Damaged(f"bad segment name {seg_name!r}")
+                array = self._open_segment(seg_name, rows, dims)
+                if array is None:
+                    bad.append(seg_name)
+                segments.append(_Segment(seg_name, start, rows, array))
+                start += rows
+            if int(data["rows"]) != start:
+                raise _Damaged(f"row count {data['rows']} != {start} rows in the segments")
+            files: dict[str, FileRecord] = {}
+            owned = np.zeros(start, dtype=bool)
+            for entry in data["files"]:
+                record = FileRecord.from_json(entry)
+                for ref in record.rows:
+                    if not 0 <= ref.row < start or owned[ref.row]:
+                        raise _Damaged(f"row {ref.row} out of range or owned twice")
+                    owned[ref.row] = True
+                files[record.path] = record
+            stats = RunStats.from_json(data["stats"]) if data.get("stats") else None
+            roots = tuple(str(r) for r in data.get("roots", ()))
+            generation = int(data["generation"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise _Damaged(f"malformed ({err.__class__.__name__}: {err})") from None
+        return _Loaded(name, generation, identity, dims, roots, segments, files, stats, bad)
+
+    def _open_segment(self, name: str, rows: int, dims: int) -> np.ndarray | None:
+        path = self.directory / name
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            if self._retry_missing:
+                raise _Retry() from None
+            return None
+        except (OSError, ValueError, EOFError):
+            return None  # truncated or garbled: the generation that names it is damaged
+        if array.shape != (rows, dims) or array.dtype != VECTOR_DTYPE:
+            return None
+        return array
+
+    def _names_in_manifests(self) -> set[str]:
+        """Segment names that manifest.json or manifest.prev.json refer to (unvalidated)."""
+        names = {s.name for s in self._segments}
+        for manifest in (MANIFEST, MANIFEST_PREV):
+            try:
+                data = json.loads((self.directory / manifest).read_bytes())
+                names.update(str(s["name"]) for s in data["segments"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return names
+
+    # -- reading (writer's live view) ---------------------------------------------------
+
+    def get(self, path: str) -> FileRecord | None:
+        return self._files.get(path)
+
+    def files(self) -> list[FileRecord]:
+        return list(self._files.values())
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._files
+
+    def unchanged(self, path: str, size: int, mtime_ns: int) -> FileRecord | None:
+        """The record when ``path`` has the recorded size and mtime (skip it unread), else None.
+
+        A record whose mtime was within a couple of seconds of its indexing time counts as
+        changed, so a write in the same timestamp tick is not missed.
+        """
+        record = self._files.get(path)
+        if record is None or record.size != size or record.mtime_ns != mtime_ns:
+            return None
+        if record.indexed_ns - record.mtime_ns < RACY_NS:
+            return None
+        self.seen(path)
+        return record
+
+    def lookup_by_hash(self, digest: str) -> FileRecord | None:
+        """An indexed (status ok) file with this content hash, to reuse its vectors."""
+        for path in sorted(self._by_hash.get(digest, ())):
+            record = self._files[path]
+            if record.status == "ok" and record.rows:
+                return record
+        return None
+
+    def vectors_of(self, record: FileRecord) -> np.ndarray:
+        """The record's vectors in row order, float16 (committed or not)."""
+        return self._rows([r.row for r in record.rows])
+
+    def _rows(self, rows: Sequence[int]) -> np.ndarray:
+        idx = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(idx), self.dims), dtype=VECTOR_DTYPE)
+        committed = sum(s.rows for s in self._segments)
+        pending = idx >= committed
+        if pending.any():
+            if len(self._pending) > 1:
+                self._pending = [np.concatenate(self._pending)]
+            out[pending] = self._pending[0][idx[pending] - committed]
+        for seg in self._segments:
+            mask = (idx >= seg.start) & (idx < seg.start + seg.rows)
+            if mask.any():
+                if seg.array is None:
+                    raise StoreError(f"index segment {seg.name} is damaged")
+                out[mask] = seg.array[idx[mask] - seg.start]
+        return out
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise StoreError("the index is open read-only")
+
+    def _prepare(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.shape != (n, self.dims):
+            raise ValueError(f"expected vectors of shape ({n}, {self.dims}), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise InputError("the model returned a non-finite vector")
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InputError("the model returned a zero vector")
+        return (arr / norms).astype(VECTOR_DTYPE)
+
+    def _append(self, vectors: np.ndarray) -> int:
+        start = self._total_rows
+        if len(vectors):
+            self._pending.append(vectors)
+            self._total_rows += len(vectors)
+        return start
+
+    def _index_record(self, record: FileRecord) -> None:
+        old = self._files.get(record.path)
+        if old is not None and old.content_hash:
+            paths = self._by_hash.get(old.content_hash)
+            if paths is not None:
+                paths.discard(record.path)
+                if not paths:
+                    del self._by_hash[old.content_hash]
+        self._files[record.path] = record
+        if record.content_hash:
+            self._by_hash.setdefault(record.content_hash, set()).add(record.path)
+
+    def _set(self, record: FileRecord) -> FileRecord:
+        self._check_writable()
+        self._index_record(record)
+        self.seen(record.path)
+        self._changes += 1
+        return record
+
+    def put(
+        self, record: FileRecord, pieces: Sequence[PieceLike], vectors: np.ndarray
+    ) -> FileRecord:
+        """Add or replace a file with one vector per piece; ``record.rows`` is ignored.
+
+        The old rows of the path become dead. Vectors are renormalised and stored float16.
+        """
+        self._check_writable()
+        arr = self._prepare(vectors, len(pieces))
+        start = self._append(arr)
+        rows = tuple(RowRef(start + i, p.role, p.locator) for i, p in enumerate(pieces))
+        return self._set(replace(record, rows=rows, indexed_ns=time.time_ns()))
+
+    def extend(
+        self,
+        path: str,
+        pieces: Sequence[PieceLike],
+        vectors: np.ndarray,
+        *,
+        status: Status = "ok",
+    ) -> FileRecord:
+        """Append rows to an indexed file (e.g. its chunks after its card), set ``status``."""
+        self._check_writable()
+        record = self._files.get(path)
+        if record is None:
+            raise KeyError(path)
+        arr = self._prepare(vectors, len(pieces))
+        start = self._append(arr)
+        rows = tuple(RowRef(start + i, p.role, p.locator) for i, p in enumerate(pieces))
+        return self._set(replace(record, rows=record.rows + rows, status=status))
+
+    def touch(self, path: str, size: int, mtime_ns: int) -> FileRecord:
+        """Same content, new stat (the hash matched): keep the vectors, update size/mtime."""
+        record = self._files[path]
+        return self._set(replace(record, size=size, mtime_ns=mtime_ns, indexed_ns=time.time_ns()))
+
+    def mark_failed(
+        self,
+        path: str,
+        reason: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        kind: str | None = None,
+        content_hash: str | None = None,
+    ) -> FileRecord:
+        """Record a file that could not be indexed (no rows). Its old vectors are dropped:
+        they describe content that is no longer there."""
+        record = FileRecord(
+            path=path,
+            size=size,
+            mtime_ns=mtime_ns,
+            kind=kind,
+            status="failed",
+            reason=reason,
+            content_hash=content_hash,
+            indexed_ns=time.time_ns(),
+        )
+        return self._set(record)
+
+    def reuse(self, source: FileRecord, path: str, size: int, mtime_ns: int) -> FileRecord:
+        """Index ``path`` with a copy of ``source``'s vectors (a moved, renamed or copied
+        file with the same content hash): no model run. Copying, not sharing, keeps each
+        row owned by exactly one file; the source's rows die when it is swept."""
+        self._check_writable()
+        start = self._append(self.vectors_of(source))
+        rows = tuple(RowRef(start + i, r.role, r.locator) for i, r in enumerate(source.rows))
+        record = replace(
+            source, path=path, size=size, mtime_ns=mtime_ns, rows=rows, indexed_ns=time.time_ns()
+        )
+        return self._set(record)
+
+    def remove(self, path: str) -> bool:
+        self._check_writable()
+        record = self._files.pop(path, None)
+        if record is None:
+            return False
+        if record.content_hash:
+            paths = self._by_hash.get(record.content_hash, set())
+            paths.discard(path)
+            if not paths:
+                self._by_hash.pop(record.content_hash, None)
+        self._changes += 1
+        return True
+
+    def set_roots(self, roots: Iterable[str]) -> None:
+        roots = tuple(roots)
+        if roots != self.roots:
+            self.roots = roots
+            self._changes += 1
+
+    # -- mark and sweep -----------------------------------------------------------------
+
+    def begin_sweep(self) -> None:
+        """Start a run: files not ``seen`` (or put, touched...) before ``sweep`` are removed."""
+        self._seen = set()
+        self._kept_prefixes = []
+
+    def seen(self, path: str) -> None:
+        if self._seen is not None:
+            self._seen.add(path)
+
+    def seen_under(self, folder: str) -> None:
+        """Keep everything under ``folder`` (unreadable folder, missing root: not deleted)."""
+        self._kept_prefixes.append(folder.rstrip(os.sep) + os.sep)
+
+    def sweep(self) -> list[str]:
+        """Remove the files not seen since ``begin_sweep``; returns their paths."""
+        if self._seen is None:
+            raise RuntimeError("sweep() without begin_sweep()")
+        seen, prefixes = self._seen, tuple(self._kept_prefixes)
+        gone = sorted(p for p in self._files if p not in seen and not p.startswith(prefixes))
+        for path in gone:
+            self.remove(path)
+        self._seen = None
+        self._kept_prefixes = []
+        return gone
+
+    # -- committing ---------------------------------------------------------------------
+
+    @property
+    def uncommitted(self) -> int:
+        """Changes (files put, removed...) since the last commit."""
+        return self._changes
+
+    def maybe_commit(self) -> bool:
+        """Commit when ``commit_every_files`` changes or ``commit_every_seconds`` have
+        accumulated; True if it committed."""
+        if not self._changes:
+            return False
+        due = time.monotonic() - self._last_commit >= self.commit_every_seconds
+        if self._changes >= self.commit_every_files or due:
+            return self.commit()
+        return False
+
+    def _live_rows(self) -> int:
+        return sum(len(r.rows) for r in self._files.values())
+
+    def _should_compact(self) -> bool:
+        if self._force_compact:
+            return True
+        dead = self._total_rows - self._live_rows()
+        if (
+            dead >= self.COMPACT_MIN_DEAD_ROWS
+            and dead > self.COMPACT_DEAD_FRACTION * self._total_rows
+        ):
+            return True
+        return len(self._segments) + 1 > self.MAX_SEGMENTS
+
+    def commit(self, *, compact: bool | None = None) -> bool:
+        """Write the changes since the last commit as a new generation (see the module
+        docstring for the order). ``compact`` forces (True) or forbids (False) rewriting
+        the live rows into one segment; None decides by the dead-row share. Returns False
+        when there was nothing to write."""
+        self._check_writable()
+        if not self._changes and not compact:
+            return False
+        generation = self.generation + 1
+        token = secrets.token_hex(4)
+        if compact is None:
+            compact = self._should_compact()
+        files = self._files
+        try:
+            if compact:
+                segments, files = self._write_compacted(generation, token)
+            else:
+                segments = list(self._segments)
+                if self._pending:
+                    pending = np.concatenate(self._pending)
+                    segments.append(self._write_segment(generation, token, pending))
+            self._write_manifest(generation, token, segments, files)
+        except OSError as err:
+            raise StoreError(f"cannot write the index in {self.directory}: {err}") from err
+        keep = {s.name for s in segments} | {s.name for s in self._segments}
+        self._segments = segments
+        self._files = files
+        if compact:
+            self._by_hash = {}
+            for record in files.values():
+                if record.content_hash:
+                    self._by_hash.setdefault(record.content_hash, set()).add(record.path)
+        self._pending = []
+        self._total_rows = sum(s.rows for s in segments)
+        self.generation = generation
+        self._changes = 0
+        self._force_compact = False
+        self._last_commit = time.monotonic()
+        self._collect_garbage(keep)
+        self._publish()
+        return True
+
+    def _segment_name(self, generation: int, token: str) -> str:
+        return f"seg-{generation:06d}-{token}.npy"
+
+    def _write_segment(self, generation: int, token: str, rows: np.ndarray) -> _Segment:
+        name = self._segment_name(generation, token)
+        final = self.directory / name
+        tmp = final.with_name(name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(rows, dtype=VECTOR_DTYPE), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        start = sum(s.rows for s in self._segments)
+        array = np.load(final, mmap_mode="r", allow_pickle=False)
+        return _Segment(name, start, len(rows), array)
+
+    def _write_compacted(
+        self, generation: int, token: str
+    ) -> tuple[list[_Segment], dict[str, FileRecord]]:
+        """All live rows into one new segment, streamed in blocks; records renumbered."""
+        order = [(path, ref) for path, rec in self._files.items() for ref in rec.rows]
+        if not order:
+            return [], {p: replace(r, rows=()) for p, r in self._files.items()}
+        name = self._segment_name(generation, token)
+        final = self.directory / name
+        tmp = final.with_name(name + ".tmp")
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=VECTOR_DTYPE, shape=(len(order), self.dims)
+        )
+        block = 8192
+        for lo in range(0, len(order), block):
+            out[lo : lo + block] = self._rows([ref.row for _, ref in order[lo : lo + block]])
+        out.flush()
+        del out
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        new_rows: dict[str, list[RowRef]] = {}
+        for i, (path, ref) in enumerate(order):
+            new_rows.setdefault(path, []).append(replace(ref, row=i))
+        files = {
+            path: replace(rec, rows=tuple(new_rows.get(path, ())))
+            for path, rec in self._files.items()
+        }
+        array = np.load(final, mmap_mode="r", allow_pickle=False)
+        return [_Segment(name, 0, len(order), array)], files
+
+    def _write_manifest(
+        self,
+        generation: int,
+        token: str,
+        segments: Sequence[_Segment],
+        files: Mapping[str, FileRecord],
+    ) -> None:
+        data = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "generation": generation,
+            "generation_id": token,
+            "written_ns": time.time_ns(),
+            "identity": self.identity,
+            "dims": self.dims,
+            "dtype": VECTOR_DTYPE.name,
+            "roots": list(self.roots),
+            "rows": sum(s.rows for s in segments),
+            "segments": [{"name": s.name, "rows": s.rows} for s in segments],
+            "stats": dataclasses.asdict(self.stats) if self.stats else None,
+            "files": [files[p].to_json() for p in sorted(files)],
+        }
+        # ensure_ascii: surrogate-escaped path bytes become \udcxx escapes and come back.
+        raw = json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        current = self.directory / MANIFEST
+        tmp = self.directory / (MANIFEST + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        if current.exists():
+            os.replace(current, self.directory / MANIFEST_PREV)
+        os.replace(tmp, current)
+        _fsync_dir(self.directory)
+
+    def _collect_garbage(self, keep: set[str]) -> None:
+        """Delete segment and temp files no manifest needs (crash leftovers, old ones)."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            stale_seg = name.startswith("seg-") and name.endswith(".npy") and name not in keep
+            if stale_seg or name.endswith(".tmp"):
+                # Still mapped (Windows) or already gone: the next commit tries again.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.directory / name)
+
+    # -- readers ------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        snap = Snapshot(
+            self.generation,
+            self.identity,
+            self.dims,
+            self.roots,
+            dict(self._files),
+            tuple(self._segments),
+            self.stats,
+        )
+        with self._snap_lock:
+            self._snapshot = snap
+
+    def snapshot(self) -> Snapshot:
+        """The last committed generation, immutable: safe to search from another thread."""
+        with self._snap_lock:
+            assert self._snapshot is not None
+            return self._snapshot
+
+
+class _Retry(Exception):
+    """A reader found a segment missing: a writer is committing; read the manifest again."""
