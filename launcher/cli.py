@@ -18,15 +18,19 @@ def common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("models")
     g.add_argument("--model", help="embedding model GGUF (else $LAUNCHER_MODEL, config, discovery)")
-    g.add_argument("--mmproj", help="vision projector GGUF (else $LAUNCHER_MMPROJ, config, discovery)")
+    g.add_argument(
+        "--mmproj", help="vision projector GGUF (else $LAUNCHER_MMPROJ, config, discovery)"
+    )
     g.add_argument("--reranker", help="reranker GGUF (else $LAUNCHER_RERANKER, config, discovery)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    g.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
+    )
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log output")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_engine
+    from . import cli_engine, cli_index, cli_models, cli_search
 
     common = common_parser()
     parser = argparse.ArgumentParser(
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (cli_engine,):
+    for module in (cli_engine, cli_models, cli_index, cli_search):
         module.register(sub, common)
     return parser
 
@@ -44,16 +48,25 @@ def _setup_logging(verbose: bool) -> None:
     """Library warnings (e.g. truncated input) as one line each on stderr."""
     import logging
 
+    class _Stderr(logging.Handler):
+        """One line per record on whatever ``sys.stderr`` is now (tests swap it)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(f"launcher: {record.levelname.lower()}: {record.getMessage()}\n")
+
     logger = logging.getLogger("launcher")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("launcher: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_Stderr"]
+        logger.addHandler(_Stderr())
         logger.propagate = False
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Paths that are not valid UTF-8 are printed as their original bytes, never a crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", False))

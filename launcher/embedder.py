@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import images as img
 from . import native, prompt
-from .engine import QwenEngine, Prepared
+from .engine import Prepared, QwenEngine
 from .errors import InputError, LauncherError
 from .inputs import EmbedInput
 
@@ -33,6 +34,32 @@ class ModelIdentity:
     instruction: str
     min_pixels: int
     max_pixels: int
+
+
+def model_identity(
+    model_path: Path,
+    mmproj_path: Path | None,
+    *,
+    instruction: str | None = None,
+    min_pixels: int = img.MIN_PIXELS,
+    max_pixels: int = img.MAX_PIXELS,
+    dims: int | None = None,
+) -> ModelIdentity:
+    """The identity vectors made with these files and settings carry (no model load)."""
+    from .gguf_meta import read_metadata
+
+    meta = read_metadata(model_path)
+    n_embd = int(meta.get(f"{meta.architecture}.embedding_length", 0))
+    return ModelIdentity(
+        model_file=model_path.name,
+        model_size=meta.file_size,
+        model_header_hash=meta.header_bytes_hash,
+        mmproj_file=mmproj_path.name if mmproj_path else None,
+        dims=dims or n_embd,
+        instruction=prompt.normalize_instruction(instruction, prompt.DEFAULT_INSTRUCTION),
+        min_pixels=min_pixels,
+        max_pixels=max(min_pixels, min(max_pixels, img.MAX_PIXELS)),
+    )
 
 
 class Embedder(QwenEngine):
@@ -65,17 +92,13 @@ class Embedder(QwenEngine):
         return self.model.n_embd
 
     def identity(self, dims: int | None = None) -> ModelIdentity:
-        from .gguf_meta import read_metadata
-
-        return ModelIdentity(
-            model_file=self.model_path.name,
-            model_size=self.model_path.stat().st_size,
-            model_header_hash=read_metadata(self.model_path).header_bytes_hash,
-            mmproj_file=self.mmproj_path.name if self.mmproj_path else None,
-            dims=dims or self.dim,
+        return model_identity(
+            self.model_path,
+            self.mmproj_path,
             instruction=self.instruction,
             min_pixels=self.min_pixels,
             max_pixels=self.max_pixels,
+            dims=dims or self.dim,
         )
 
     def count_tokens(self, text: str) -> int:
@@ -132,4 +155,3 @@ def _finish(result: np.ndarray | InputError, dims: int | None) -> np.ndarray | I
     if not np.isfinite(norm) or norm == 0.0:
         return InputError("the model produced a zero or non-finite vector for this input")
     return (v / norm).astype(np.float32)
-

@@ -332,7 +332,9 @@ class Store:
     COMPACT_MIN_DEAD_ROWS = 1024
     MAX_SEGMENTS = 64
 
-    def __init__(self, directory: Path, identity: dict[str, Any], dims: int, writable: bool):
+    def __init__(
+        self, directory: Path, identity: dict[str, Any] | None, dims: int, writable: bool
+    ):
         self.directory = directory
         self.identity = identity
         self.dims = dims
@@ -364,7 +366,7 @@ class Store:
         directory: str | os.PathLike[str] | None = None,
         *,
         identity: Any,
-        dims: int,
+        dims: int | None,
         rebuild: bool = False,
         writable: bool = True,
         commit_every_files: int = 64,
@@ -372,10 +374,14 @@ class Store:
     ) -> Store:
         """Open (or start) the index. A different model identity or dims raises
         ``StoreError`` unless ``rebuild`` (then the index starts empty and the old files go
-        at the first commit). A writer takes the lock file; a second writer gets
+        at the first commit). ``identity=None`` takes the index's own (for info, remove,
+        clear). A writer takes the lock file; a second writer gets
         ``StoreError("another indexing run is in progress ...")``."""
         path = Path(directory) if directory is not None else default_dir()
-        store = cls(path, _identity_dict(identity), int(dims), writable)
+        if identity is None and rebuild:
+            raise ValueError("a rebuild must give the model identity")
+        ident = _identity_dict(identity) if identity is not None else None
+        store = cls(path, ident, int(dims or 0), writable)
         store.commit_every_files = commit_every_files
         store.commit_every_seconds = commit_every_seconds
         if writable:
@@ -436,6 +442,11 @@ class Store:
                 break
             except _Retry:
                 time.sleep(0.2)
+        if loaded is not None and self.identity is None:
+            # A reader that takes whatever model built the index (info, remove, clear).
+            self.identity, self.dims = loaded.identity, loaded.dims
+        if self.identity is None:
+            self.identity = {}
         if loaded is not None:
             if loaded.dims != self.dims or loaded.identity != self.identity:
                 if not rebuild:
@@ -1014,7 +1025,7 @@ class Store:
     def _publish(self) -> None:
         snap = Snapshot(
             self.generation,
-            self.identity,
+            self.identity or {},
             self.dims,
             self.roots,
             dict(self._files),

@@ -500,3 +500,38 @@ def _human(n: int) -> str:
             return f"{value:.3g} {unit}"
         value /= 1000
     return f"{value:.3g} TB"
+
+
+def admit(
+    path: str | os.PathLike[str], roots: Iterable[str], settings: IndexSettings | None = None
+) -> FileEntry | None:
+    """The walker's verdict on one path: the ``FileEntry`` a run would yield for it, or None
+    (outside the roots, ignored, hidden, too large, or gone). Used for watcher events."""
+    target = os.path.abspath(os.fspath(path))
+    candidates = [
+        os.path.abspath(os.path.expanduser(r))
+        for r in roots
+        if target == os.path.abspath(os.path.expanduser(r))
+        or target.startswith(os.path.abspath(os.path.expanduser(r)).rstrip(os.sep) + os.sep)
+    ]
+    if not candidates:
+        return None
+    root = max(candidates, key=len)
+    walker = _Walker(settings or IndexSettings(), _own_dirs())
+    if target == root:
+        found = list(walker.walk_root(root))
+        return found[0] if len(found) == 1 and isinstance(found[0], FileEntry) else None
+    layers = _repo_layers(root) if walker.s.respect_gitignore else None
+    folder = root
+    parts = target[len(root) + 1 :].split(os.sep)
+    for i, part in enumerate(parts):
+        step = os.path.join(folder, part)
+        subdirs: list[tuple[str, tuple[_IgnoreLayer, ...] | None]] = []
+        items = list(walker._scan(root, folder, layers, subdirs))
+        if i == len(parts) - 1:
+            return next((x for x in items if isinstance(x, FileEntry) and x.path == step), None)
+        nxt = next((s for s in subdirs if s[0] == step), None)
+        if nxt is None:
+            return None
+        folder, layers = nxt
+    return None

@@ -1,0 +1,114 @@
+"""The composition root: builds models, settings, store, engine and indexer, and closes them.
+
+Commands (CLI, UI, demo) get everything from an ``App``; nothing else wires modules.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .embedder import Embedder, ModelIdentity, model_identity
+from .indexer import Indexer, Progress
+from .models import ResolvedModels, resolve
+from .reranker import Reranker
+from .store import Store
+from .walk import IndexSettings, load_settings
+
+
+@dataclass
+class App:
+    """Everything a command needs, created lazily; ``close()`` releases it all."""
+
+    models: ResolvedModels
+    settings: IndexSettings
+    threads: int | None = None
+    verbose: bool = False
+    index_dir: Path | None = None
+    _embedder: Embedder | None = field(default=None, repr=False)
+    _reranker: Reranker | None = field(default=None, repr=False)
+    reranker_path: str | None = None  # --reranker as given
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        model: str | None = None,
+        mmproj: str | None = None,
+        reranker: str | None = None,
+        reranker_mmproj: str | None = None,
+        threads: int | None = None,
+        verbose: bool = False,
+        roles: tuple[str, ...] = ("embedding",),
+    ) -> App:
+        models = resolve(
+            model=model, mmproj=mmproj, reranker=reranker, reranker_mmproj=reranker_mmproj,
+            roles=roles,
+        )  # fmt: skip
+        return cls(models=models, settings=load_settings(), threads=threads or models.threads,
+                   verbose=verbose, reranker_path=reranker)  # fmt: skip
+
+    @property
+    def model_path(self) -> Path:
+        return self.models.require_embedding()
+
+    def identity(self) -> ModelIdentity:
+        return model_identity(self.model_path, self.models.mmproj)
+
+    def open_store(self, *, writable: bool = True, rebuild: bool = False) -> Store:
+        identity = self.identity()
+        return Store.open(
+            self.index_dir,
+            identity=identity,
+            dims=identity.dims,
+            rebuild=rebuild,
+            writable=writable,
+            commit_every_files=self.settings.commit_every_files,
+            commit_every_seconds=self.settings.commit_every_seconds,
+        )
+
+    def embedder(self) -> Embedder:
+        """The embedding engine, loaded on first use and kept (warm) until ``close``."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder(
+                    self.model_path, self.models.mmproj, threads=self.threads, verbose=self.verbose
+                )
+            return self._embedder
+
+    def reranker(self) -> Reranker:
+        """The reranker, resolved and loaded on first use (raises if there is none)."""
+        with self._lock:
+            if self._reranker is None:
+                found = resolve(reranker=self.reranker_path, roles=("reranker",))
+                self._reranker = Reranker(
+                    found.require_reranker(), found.reranker_mmproj, threads=self.threads,
+                    verbose=self.verbose,
+                )  # fmt: skip
+            return self._reranker
+
+    def indexer(
+        self,
+        store: Store,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Indexer:
+        return Indexer(store, self.embedder, self.settings, on_progress=on_progress, cancel=cancel)
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in (self._embedder, self._reranker):
+                if engine is not None:
+                    engine.close()
+            self._embedder = None
+            self._reranker = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

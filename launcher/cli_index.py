@@ -1,0 +1,285 @@
+"""``index``, ``info``, ``remove``, ``clear``: build and inspect the index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from .errors import LauncherError, StoreError
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "index",
+        parents=[common],
+        help="add folders (or files) to the index and index them",
+        description="Add folders or files to the indexed roots and bring the index up to date. "
+        "Without PATH, re-index the roots already added.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="folders or files to add")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--rebuild", action="store_true", help="start over (after a model change)")
+    p.add_argument("--retry-failed", action="store_true", help="retry files that failed before")
+    p.set_defaults(func=cmd_index)
+
+    i = sub.add_parser("info", parents=[common], help="show what is indexed")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("remove", parents=[common], help="drop an indexed root and its files")
+    r.add_argument("path", metavar="PATH", help="a root given to `index` before")
+    r.set_defaults(func=cmd_remove)
+
+    c = sub.add_parser("clear", parents=[common], help="delete the whole index")
+    c.add_argument("--yes", action="store_true", help="do not ask")
+    c.set_defaults(func=cmd_clear)
+
+
+def _app(args: argparse.Namespace) -> Any:
+    from .app import App
+
+    return App.create(
+        model=args.model, mmproj=args.mmproj, threads=args.threads, verbose=args.verbose
+    )
+
+
+class TerminalProgress:
+    """One self-rewriting line on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream = stream or sys.stderr
+        self.enabled = stream.isatty()
+        self._last = 0.0
+        self._width = shutil.get_terminal_size((100, 20)).columns
+
+    def __call__(self, p: Any) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if p.phase not in ("done",) and now - self._last < 0.1:
+            return
+        self._last = now
+        if p.phase == "scan":
+            line = f"scanning… {p.done} files to index"
+        elif p.phase == "done":
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            return
+        else:
+            eta = _duration(p.eta_s) if p.eta_s is not None else "–"
+            bar = _bar(p.done, p.total, 20)
+            line = (
+                f"{p.phase:6} {bar} {p.done}/{p.total}  {p.files_per_s:.1f} files/s  "
+                f"{p.tokens_per_s:.0f} tok/s  ETA {eta}  {os.path.basename(p.path)}"
+            )
+        self.stream.write("\r\033[K" + line[: self._width - 1])
+        self.stream.flush()
+
+
+def _bar(done: int, total: int, width: int) -> str:
+    filled = int(width * done / total) if total else width
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02}:{s:02}" if h else f"{m}:{s:02}"
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    with _app(args) as app:
+        store = app.open_store(rebuild=args.rebuild)
+        try:
+            if store.recovered:
+                print(f"launcher: warning: {store.recovered}", file=sys.stderr)
+            added = [os.path.abspath(os.path.expanduser(p)) for p in args.paths]
+            for path in added:
+                if not os.path.exists(path):
+                    raise LauncherError(f"no such file or folder: {path}")
+            roots = list(dict.fromkeys([*store.roots, *added]))
+            if not roots:
+                raise LauncherError("nothing to index yet: give a folder, e.g. `index ~/Documents`")
+            cancel = threading.Event()
+            indexer = app.indexer(store, on_progress=TerminalProgress(), cancel=cancel)
+            try:
+                report = indexer.run(roots, retry_failed=args.retry_failed)
+            except KeyboardInterrupt:
+                cancel.set()
+                store.commit()  # keep what was done: the next run resumes from here
+                print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+                return 130
+            finally:
+                indexer.close()
+        finally:
+            store.close()
+    if args.json:
+        json.dump(report.to_json(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(report)
+    return 0
+
+
+def _print_summary(report: Any) -> None:
+    out = sys.stderr
+    print(
+        f"{report.files} files: {report.added} added, {report.updated} updated, "
+        f"{report.removed} removed, {report.unchanged} unchanged, {report.failed} failed "
+        f"({report.reused} reused by content) in {_duration(report.seconds)}",
+        file=out,
+    )
+    for path, reason in report.errors[:20]:
+        print(f"  failed: {path}: {reason}", file=out)
+    if len(report.errors) > 20:
+        print(f"  … and {len(report.errors) - 20} more (see `launcher.py info`)", file=out)
+    for path, reason in report.skipped[:10]:
+        print(f"  skipped: {path}: {reason}", file=out)
+    if len(report.skipped) > 10:
+        print(f"  … and {len(report.skipped) - 10} more skipped", file=out)
+
+
+def _open_existing(args: argparse.Namespace, *, writable: bool) -> Any:
+    """The index as it is on disk, whatever model built it (None if there is none)."""
+    from .store import MANIFEST, MANIFEST_PREV, Store, default_dir
+
+    folder = default_dir()
+    if not (folder / MANIFEST).exists() and not (folder / MANIFEST_PREV).exists():
+        return None
+    return Store.open(folder, identity=None, dims=None, writable=writable)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .store import default_dir
+
+    store = _open_existing(args, writable=False)
+    if store is None:
+        data: dict[str, Any] = {
+            "index": str(default_dir()), "exists": False, "roots": [], "files": 0,
+            "vectors": 0, "errors": [],
+        }  # fmt: skip
+    else:
+        with store:
+            data = _info(store)
+    if args.json:
+        json.dump(data, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    if not data["exists"]:
+        print(f"No index yet (it will live in {data['index']}). Run `launcher.py index FOLDER`.")
+        return 0
+    print(f"Index: {data['index']} ({_size(data['bytes'])})")
+    print(f"Model: {data['model'].get('model_file')} ({data['dims']} dims)")
+    print("Roots:")
+    for root in data["roots"]:
+        print(f"  {root}")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items()))
+    print(f"Files: {data['files']} ({kinds}); vectors: {data['vectors']}; "
+          f"pending chunks: {data['pending']}; failed: {len(data['errors'])}")  # fmt: skip
+    if data["last_run"]:
+        run = data["last_run"]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["finished_ns"] / 1e9))
+        print(f"Last run: {when}, {run['indexed']} indexed, {run['removed']} removed, "
+              f"{run['failed']} failed")  # fmt: skip
+    for err in data["errors"][:50]:
+        print(f"  failed: {err['path']}: {err['reason']}")
+    if len(data["errors"]) > 50:
+        print(f"  … and {len(data['errors']) - 50} more (--json lists all)")
+    return 0
+
+
+def _info(store: Any) -> dict[str, Any]:
+    import dataclasses
+
+    snap = store.snapshot()
+    kinds: dict[str, int] = {}
+    vectors_by_kind: dict[str, int] = {}
+    errors = []
+    pending = 0
+    for rec in snap.files:
+        kind = rec.kind or "unknown"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + len(rec.rows)
+        if rec.status == "failed":
+            errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
+        elif rec.status == "pending_chunks":
+            pending += 1
+    size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
+    return {
+        "index": str(store.directory),
+        "exists": True,
+        "generation": snap.generation,
+        "roots": list(snap.roots),
+        "files": len(snap.files),
+        "vectors": len(snap),
+        "kinds": kinds,
+        "vectors_by_kind": vectors_by_kind,
+        "pending": pending,
+        "errors": sorted(errors, key=lambda e: e["path"]),
+        "model": dict(snap.identity),
+        "dims": snap.dims,
+        "bytes": size,
+        "last_run": dataclasses.asdict(snap.stats) if snap.stats else None,
+    }
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    target = os.path.abspath(os.path.expanduser(args.path))
+    store = _open_existing(args, writable=True)
+    if store is None:
+        raise StoreError("there is no index yet")
+    with store:
+        if target not in store.roots:
+            roots = ", ".join(store.roots) or "none"
+            raise LauncherError(f"{target} is not an indexed root (roots: {roots})")
+        store.set_roots([r for r in store.roots if r != target])
+        prefix = target.rstrip(os.sep) + os.sep
+        others = tuple(r.rstrip(os.sep) + os.sep for r in store.roots)
+        gone = 0
+        for rec in list(store.files()):
+            inside = rec.path == target or rec.path.startswith(prefix)
+            kept = any(rec.path.startswith(o) or rec.path == o[:-1] for o in others)
+            if inside and not kept:
+                store.remove(rec.path)
+                gone += 1
+        store.commit()
+    print(f"removed {target} and {gone} files from the index", file=sys.stderr)
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    from .store import default_dir
+
+    folder = default_dir()
+    if not folder.exists():
+        print("there is no index", file=sys.stderr)
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise LauncherError("refusing to clear without --yes (no terminal to ask)")
+        answer = input(f"Delete the index in {folder}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("kept the index", file=sys.stderr)
+            return 1
+    store = _open_existing(args, writable=True)  # takes the lock: not while indexing
+    if store is not None:
+        store.close()
+    shutil.rmtree(folder)
+    print(f"deleted {folder}", file=sys.stderr)
+    return 0
