@@ -16,7 +16,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Embed a text and/or images with Qwen3-VL-Embedding and print the vector.",
     )
     p.add_argument("--text", help="text to embed")
-    p.add_argument("--image", action="append", default=[], metavar="PATH", help="image (repeatable)")
+    p.add_argument(
+        "--image", action="append", default=[], metavar="PATH", help="image (repeatable)"
+    )
     p.add_argument("--instruction", help="instruction (default: Represent the user's input.)")
     p.add_argument("--dims", type=int, help="Matryoshka dimensions (truncate, renormalise)")
     p.add_argument("--max-pixels", type=int, help="image pixel budget (lower is faster)")
@@ -31,9 +33,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Score documents against a query with Qwen3-VL-Reranker (P(yes)).",
     )
     r.add_argument("--query", required=True, help="the query")
-    r.add_argument("--doc", action="append", default=[], metavar="TEXT", help="text document (repeatable)")
     r.add_argument(
-        "--doc-image", action="append", default=[], metavar="PATH", help="image document (repeatable)"
+        "--doc", action="append", default=[], metavar="TEXT", help="text document (repeatable)"
+    )
+    r.add_argument(
+        "--doc-image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="image document (repeatable)",
     )
     r.add_argument("--instruction", help="instruction (default: Given a search query, ...)")
     r.add_argument("--json", action="store_true", help='print {"scores": [...]} in document order')
@@ -50,7 +58,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .inputs import EmbedInput
     from .models import resolve
 
-    models = resolve(model=args.model, mmproj=args.mmproj)
+    models = resolve(model=args.model, mmproj=args.mmproj, roles=("embedding",))
     model_path = models.require_embedding()
     item = EmbedInput(text=args.text, images=tuple(args.image), instruction=args.instruction)
     with Embedder(
@@ -64,7 +72,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
         vec = emb.embed([item], dims=args.dims)[0]
     if args.json:
         json.dump(
-            {"dim": int(vec.shape[0]), "embedding": [float(x) for x in vec], "model": model_path.name},
+            {
+                "dim": int(vec.shape[0]),
+                "embedding": [float(x) for x in vec],
+                "model": model_path.name,
+            },
             sys.stdout,
         )
         sys.stdout.write("\n")
@@ -82,10 +94,14 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 
     if not args.doc and not args.doc_image:
         raise SystemExit("launcher rerank: error: give at least one --doc or --doc-image")
-    models = resolve(reranker=args.reranker or args.model, reranker_mmproj=args.mmproj)
+    models = resolve(
+        reranker=args.reranker or args.model, reranker_mmproj=args.mmproj, roles=("reranker",)
+    )
     path = models.require_reranker()
     docs = [RerankDoc(text=t) for t in args.doc] + [RerankDoc(images=(p,)) for p in args.doc_image]
-    with Reranker(path, models.reranker_mmproj, instruction=args.instruction, **_engine_kwargs(args)) as rr:
+    with Reranker(
+        path, models.reranker_mmproj, instruction=args.instruction, **_engine_kwargs(args)
+    ) as rr:
         scores = rr.score(args.query, docs)
         method = rr.method
     print(f"reranker: {path.name} ({method})", file=sys.stderr)
@@ -94,6 +110,6 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         labels = [f"doc: {t}" for t in args.doc] + [f"image: {p}" for p in args.doc_image]
-        for score, label in sorted(zip(scores, labels), key=lambda x: -x[0]):
+        for score, label in sorted(zip(scores, labels, strict=True), key=lambda x: -x[0]):
             print(f"{score:.4f}  {label[:100]}")
     return 0

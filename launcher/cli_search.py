@@ -54,12 +54,13 @@ def _date(value: str | None, flag: str) -> datetime | None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .app import App
-    from .images import load_image
     from .search import Searcher
 
     if not args.query.strip() and not args.image:
         raise LauncherError("give a query, or --image PATH")
-    image = load_image(args.image) if args.image else None
+    image = Path(args.image) if args.image else None
+    if image is not None and not image.is_file():
+        raise LauncherError(f"--image: no such file: {image}")
     query = Query(
         text=args.query,
         image=image,
@@ -78,7 +79,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     ) as app:  # fmt: skip
         store = app.open_store(writable=False)
         try:
-            searcher = Searcher(store.snapshot, app.embedder, reranker=app.reranker)
+            searcher = Searcher(
+                store.snapshot, app.embedder, reranker=app.reranker, settings=app.settings
+            )
             started = time.monotonic()
             hits = searcher.search(query)
             method = None

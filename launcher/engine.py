@@ -9,7 +9,9 @@ time through mtmd. Subclasses only say how to read an output (``_read``).
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ MAX_BATCH_SEQS = 8
 
 Run = list[int] | img.PreparedImage
 T = TypeVar("T")
+E = TypeVar("E", bound="QwenEngine")
 
 
 def next_pow2(n: int, floor: int = 256) -> int:
@@ -59,8 +62,7 @@ def check_gguf(path: Path, *, expect: str, what: str) -> GGUFMeta:
     arch = meta.architecture
     if arch != expect:
         raise WrongArchitecture(
-            f"{path} is a GGUF of architecture {arch!r}; expected {what} "
-            f"(architecture {expect!r})"
+            f"{path} is a GGUF of architecture {arch!r}; expected {what} (architecture {expect!r})"
         )
     return meta
 
@@ -125,11 +127,25 @@ class QwenEngine:
         self.min_pixels = min_pixels
         self.max_pixels = max(min_pixels, min(max_pixels, img.MAX_PIXELS))
         self.model = native.Model(self.model_path)
+        self._owns_model = True
         self.max_tokens = min(max_tokens, self.model.n_ctx_train or max_tokens)
         if self.mmproj_path is not None:
             check_mmproj(self.mmproj_path, self.model.n_embd, self.model_path)
         self._vision: native.Vision | None = None
         self._ctx: native.Context | None = None
+        # One caller at a time per engine (its contexts are not thread-safe); use fork()
+        # for a second thread that should not wait (e.g. queries while indexing).
+        self._busy = threading.RLock()
+
+    def fork(self: E) -> E:
+        """Another engine on the same loaded weights with its own contexts: safe to use
+        from another thread at the same time. The original keeps owning the model."""
+        twin = copy.copy(self)
+        twin._owns_model = False
+        twin._vision = None
+        twin._ctx = None
+        twin._busy = threading.RLock()
+        return twin
 
     # subclasses: context kind and how to read one sequence's output
     embeddings_mode = True
@@ -145,12 +161,14 @@ class QwenEngine:
         return self.mmproj_path is not None
 
     def close(self) -> None:
-        for res in (self._ctx, self._vision):
-            if res is not None:
-                res.close()
-        self._ctx = None
-        self._vision = None
-        self.model.close()
+        with self._busy:
+            for res in (self._ctx, self._vision):
+                if res is not None:
+                    res.close()
+            self._ctx = None
+            self._vision = None
+            if self._owns_model:
+                self.model.close()
 
     def __enter__(self: T) -> T:
         return self
@@ -248,10 +266,14 @@ class QwenEngine:
 
     def run_all(self, prepared: Sequence[Prepared]) -> dict[int, np.ndarray | InputError]:
         """Evaluate prepared inputs; one output (or InputError) per ``Prepared.index``."""
+        with self._busy:
+            return self._run_all(prepared)
+
+    def _run_all(self, prepared: Sequence[Prepared]) -> dict[int, np.ndarray | InputError]:
         out: dict[int, np.ndarray | InputError] = {}
         text_items = [p for p in prepared if not p.has_images]
         for group in self._pack(text_items):
-            for p, result in zip(group, self._run_text_group(group)):
+            for p, result in zip(group, self._run_text_group(group), strict=True):
                 out[p.index] = result
         for p in prepared:
             if p.has_images:

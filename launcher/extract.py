@@ -762,13 +762,22 @@ def load_image(
     return rgb, fmt, size, date
 
 
+def fit_image(image: Image.Image, max_side: int) -> Image.Image:
+    """What indexing does to a decoded image (RGB on white, at most ``max_side``): a query
+    image goes through it too, so an indexed image finds itself."""
+    rgb = _to_rgb(image)
+    if max(rgb.size) > max_side:
+        rgb = rgb.copy()
+        rgb.thumbnail((max_side, max_side))
+    return rgb
+
+
 def _image(doc: _Doc) -> Extracted:
     img, fmt, (w, h), date = load_image(doc.path, doc.s.image_max_side, doc.s.max_image_pixels)
-    label = f"image ({fmt}, {w}×{h})"
-    header = doc.card_header(label, None)
-    if date:
-        header += f"\nTaken: {date}"
-    card = Piece("card", header, image=img, preview=label)
+    label = f"image ({fmt}, {w}×{h})" + (f", taken {date}" if date else "")
+    # The card is the picture alone: name and folder are found by the exact-match path,
+    # and "more like this" with an indexed image finds that image first.
+    card = Piece("card", None, image=img, preview=label)
     return Extracted("image", card, [])
 
 

@@ -93,6 +93,7 @@ def load_image(source: ImageSource) -> Image.Image:
         return source
     what = _describe(source)
     try:
+        image: Image.Image
         if isinstance(source, bytes):
             image = Image.open(io.BytesIO(source))
         else:

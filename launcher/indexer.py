@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 from .extract import Extracted, ExtractError, Piece, extract, name_card, sniff
-from .inputs import Embedder
+from .inputs import EmbedInput, Embedder
 from .store import FileRecord, RunStats, Status, Store, content_hash
 from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
 
@@ -184,18 +184,18 @@ class Indexer:
         jobs: list[_Job] = []
         pending: list[str] = []
         roots = tuple(self.store.roots)
-        for path in dict.fromkeys(paths):
+        for path in _expand_dirs(dict.fromkeys(paths)):
             if not _under(path, roots):
                 continue
             entry = admit(path, roots, self.settings)
             if entry is None:
-                if self.store.get(path) is not None:
-                    self.store.remove(path)
-                    report.removed += 1
-                # a removed folder: drop everything under it
+                # gone, or no longer a file to index (now ignored, too large...); a removed
+                # folder takes everything indexed under it
                 prefix = path.rstrip(os.sep) + os.sep
                 for rec in list(self.store.files()):
-                    if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
+                    if rec.path == path or (
+                        rec.path.startswith(prefix) and not os.path.lexists(rec.path)
+                    ):
                         self.store.remove(rec.path)
                         report.removed += 1
                 continue
@@ -289,7 +289,9 @@ class Indexer:
         pending_chunks: list[str],
         timer: _Rate,
     ) -> None:
-        outcomes = self.embedder.embed_each([ex.card.to_input() for _, _, ex in batch])
+        outcomes = self.embedder.embed_each(
+            [self._input(ex.card, job.entry.path) for job, _, ex in batch]
+        )
         for (job, digest, ex), vec in zip(batch, outcomes, strict=True):
             entry = job.entry
             tokens = _piece_tokens(ex.card, self._count_tokens)
@@ -316,6 +318,14 @@ class Indexer:
                 report.added += 1
             else:
                 report.updated += 1
+
+    def _input(self, piece: Piece, path: str) -> EmbedInput:
+        """A piece as engine input; without an mmproj, pictures are left out (their text
+        and the file's name remain)."""
+        if piece.image is not None and not self.embedder.supports_images:
+            text = piece.text or name_card(path, _safe_sniff(path), self.settings).card.text
+            return EmbedInput(text=text)
+        return piece.to_input()
 
     def _fail(
         self,
@@ -374,7 +384,7 @@ class Indexer:
             if rec is None or digest != rec.content_hash or isinstance(result, InputError):
                 # Changed or unreadable since its card was embedded: the next run redoes it.
                 continue
-            outcomes = self.embedder.embed_each([c.to_input() for c in result.chunks])
+            outcomes = self.embedder.embed_each([self._input(c, path) for c in result.chunks])
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):
@@ -429,6 +439,16 @@ def _safe_sniff(path: str) -> str | None:
         return sniff(path)
     except OSError:
         return None
+
+
+def _expand_dirs(paths: Iterable[str]) -> Iterator[str]:
+    """Paths as given, plus the files inside those that are folders (a folder moved in)."""
+    for path in paths:
+        yield path
+        if os.path.isdir(path) and not os.path.islink(path):
+            for folder, _dirs, names in os.walk(path):
+                for name in sorted(names):
+                    yield os.path.join(folder, name)
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:

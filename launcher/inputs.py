@@ -66,6 +66,9 @@ class Embedder(Protocol):
     @property
     def dim(self) -> int: ...
 
+    @property
+    def supports_images(self) -> bool: ...
+
     def embed_each(
         self, items: Sequence[EmbedInput | str], *, dims: int | None = None
     ) -> list[np.ndarray | InputError]: ...

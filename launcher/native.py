@@ -224,7 +224,9 @@ class Context:
         ll = _backend()
         ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
 
-    def decode(self, seqs: Sequence[Sequence[int]], *, start: Sequence[int] | None = None) -> list[int]:
+    def decode(
+        self, seqs: Sequence[Sequence[int]], *, start: Sequence[int] | None = None
+    ) -> list[int]:
         """Decode token sequences, one per sequence id 0..n-1, in one ``llama_decode``.
 
         Returns the batch index of each sequence's last token (its output row).
@@ -288,7 +290,9 @@ class Context:
 class Vision:
     """mtmd (the vision projector) bound to a text model."""
 
-    def __init__(self, path: Path, model: Model, *, threads: int, min_tokens: int, max_tokens: int) -> None:
+    def __init__(
+        self, path: Path, model: Model, *, threads: int, min_tokens: int, max_tokens: int
+    ) -> None:
         import llama_cpp.mtmd_cpp as mt
 
         _backend()
@@ -330,14 +334,22 @@ class Vision:
             raise EngineError(f"mtmd could not tokenize the image ({rc}): {recent_log()}")
         return _Chunks(chunks)
 
-    def eval(self, ctx: Context, chunks: _Chunks, n_past: int, seq: int, *, logits_last: bool) -> int:
+    def eval(
+        self, ctx: Context, chunks: _Chunks, n_past: int, seq: int, *, logits_last: bool
+    ) -> int:
         """Encode and decode image chunks at ``n_past``; returns the next position."""
         import llama_cpp.llama_cpp as ll
         import llama_cpp.mtmd_cpp as mt
 
         new_n_past = ll.llama_pos(0)
         rc = mt.mtmd_helper_eval_chunks(
-            self.ptr, ctx.ptr, chunks.ptr, n_past, seq, ctx.n_batch, logits_last,
+            self.ptr,
+            ctx.ptr,
+            chunks.ptr,
+            n_past,
+            seq,
+            ctx.n_batch,
+            logits_last,
             ctypes.byref(new_n_past),
         )
         if rc != 0:
@@ -372,7 +384,9 @@ class _Chunks:
             chunk = mt.mtmd_input_chunks_get(self.ptr, i)
             if mt.mtmd_input_chunk_get_type(chunk) == mt.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 tokens = mt.mtmd_input_chunk_get_tokens_image(chunk)
-                return int(mt.mtmd_image_tokens_get_nx(tokens)), int(mt.mtmd_image_tokens_get_ny(tokens))
+                return int(mt.mtmd_image_tokens_get_nx(tokens)), int(
+                    mt.mtmd_image_tokens_get_ny(tokens)
+                )
         return None
 
     def free(self) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Union
 
 DEFAULT_INSTRUCTION = "Represent the user's input."
 RERANK_SYSTEM = (
@@ -60,7 +59,7 @@ class Image:
     index: int
 
 
-Part = Union[Special, Text, Image]
+Part = Special | Text | Image
 
 
 def normalize_instruction(instruction: str | None, default: str) -> str:
@@ -141,7 +140,9 @@ def rerank_prompt(
     return _merge_text(parts)
 
 
-def render(parts: list[Part], image_marker: str = "<|vision_start|><|image_pad|><|vision_end|>") -> str:
+def render(
+    parts: list[Part], image_marker: str = "<|vision_start|><|image_pad|><|vision_end|>"
+) -> str:
     """The prompt as one string (for display and golden tests)."""
     out = []
     for part in parts:

@@ -73,7 +73,9 @@ class Reranker(QwenEngine):
     def _pooling(self) -> int:
         import llama_cpp.llama_cpp as ll
 
-        return int(ll.LLAMA_POOLING_TYPE_RANK if self.method == RANK_HEAD else ll.LLAMA_POOLING_TYPE_NONE)
+        return int(
+            ll.LLAMA_POOLING_TYPE_RANK if self.method == RANK_HEAD else ll.LLAMA_POOLING_TYPE_NONE
+        )
 
     def _read(self, ctx: native.Context, seq: int, row: int) -> np.ndarray:
         if self.method == RANK_HEAD:
@@ -85,7 +87,9 @@ class Reranker(QwenEngine):
 
     def prompt_text(self, query: str, doc: RerankDoc | str) -> str:
         d = RerankDoc.of(doc)
-        return prompt.render(prompt.rerank_prompt(query, 0, d.text, len(d.images), self.instruction))
+        return prompt.render(
+            prompt.rerank_prompt(query, 0, d.text, len(d.images), self.instruction)
+        )
 
     def score_each(
         self,
@@ -116,7 +120,9 @@ class Reranker(QwenEngine):
             out.append(r if isinstance(r, InputError) else float(r[0]))
         return out
 
-    def score(self, query: str | None, docs: Sequence[RerankDoc | str], **kwargs: Any) -> list[float]:
+    def score(
+        self, query: str | None, docs: Sequence[RerankDoc | str], **kwargs: Any
+    ) -> list[float]:
         """Like ``score_each`` but raises the first document's error."""
         out = self.score_each(query, docs, **kwargs)
         for r in out:

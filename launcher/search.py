@@ -25,6 +25,7 @@ from .errors import LauncherError, ModelError
 from .inputs import EmbedInput, RerankDoc
 from .query import Hit, IndexStatus, Query
 from .store import FileRecord, RowRef, Snapshot
+from .walk import IndexSettings
 
 log = logging.getLogger("launcher")
 
@@ -98,7 +99,9 @@ class Searcher:
         embedder: Callable[[], Embedder],
         *,
         reranker: Callable[[], Any] | None = None,
+        settings: IndexSettings | None = None,
     ) -> None:
+        self.settings = settings or IndexSettings()
         self._snapshot = snapshot
         self._embedder = embedder
         self._reranker = reranker
@@ -117,7 +120,7 @@ class Searcher:
             return self._qcache[key]
         item = EmbedInput(
             text=query.text or None,
-            images=(query.image,) if query.image is not None else (),
+            images=(self._as_indexed(query.image),) if query.image is not None else (),
             instruction=instruction,
         )
         with self._lock:  # one model, one caller at a time
@@ -127,6 +130,19 @@ class Searcher:
             while len(self._qcache) > 256:
                 self._qcache.popitem(last=False)
         return vec
+
+    def _as_indexed(self, image: Any) -> Any:
+        """Decode and fit a query image exactly as indexing does."""
+        from PIL import Image
+
+        from .extract import fit_image, load_image
+
+        if isinstance(image, Image.Image):
+            return fit_image(image, self.settings.image_max_side)
+        if isinstance(image, (str, os.PathLike)):
+            s = self.settings
+            return load_image(os.fspath(image), s.image_max_side, s.max_image_pixels)[0]
+        return image
 
     # -- search -----------------------------------------------------------------------
 
@@ -326,13 +342,14 @@ class Searcher:
         head, tail = list(hits[:top]), list(hits[top:])
         if not head:
             return list(hits)
-        docs = [self._rerank_doc(h) for h in head]
         with self._lock:
-            scores = self._reranker().score_each(
-                query.text or None,
-                docs,
-                query_images=(query.image,) if query.image is not None else (),
+            reranker = self._reranker()
+            vision = reranker.supports_images
+            docs = [self._rerank_doc(h, vision) for h in head]
+            q_images = (
+                (self._as_indexed(query.image),) if query.image is not None and vision else ()
             )
+            scores = reranker.score_each(query.text or None, docs, query_images=q_images)
         rescored = []
         for hit, s in zip(head, scores, strict=True):
             value = float(s) if isinstance(s, float) else 0.0
@@ -340,11 +357,12 @@ class Searcher:
         rescored.sort(key=lambda h: -(h.rerank_score or 0.0))
         return rescored + tail
 
-    def _rerank_doc(self, hit: Hit) -> RerankDoc:
-        text = f"{hit.name}\n{hit.snippet}".strip()
-        if hit.kind == "image":
-            return RerankDoc(text=hit.name, images=(hit.path,))
-        return RerankDoc(text=text)
+    def _rerank_doc(self, hit: Hit, with_images: bool) -> RerankDoc:
+        """A file's card for the reranker: the picture itself when the reranker has its
+        mmproj, else the name and matching text."""
+        if hit.kind == "image" and with_images:
+            return RerankDoc(images=(self._as_indexed(hit.path),))
+        return RerankDoc(text=f"{hit.name}\n{hit.snippet}".strip())
 
     # -- status -----------------------------------------------------------------------
 

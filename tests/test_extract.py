@@ -308,7 +308,8 @@ def test_rgba_png_is_flattened_on_white(tmp_path: Path) -> None:
     assert x.card.image.mode == "RGB" and x.card.image.size == (40, 30)
     assert x.card.image.getpixel((30, 10)) == (255, 255, 255)
     assert x.card.image.getpixel((5, 10)) == (255, 0, 0)
-    assert "Type: image (PNG, 40×30)" in x.card.text
+    # the card is the picture alone (an indexed image must find itself); the label previews
+    assert x.card.text is None and x.card.preview == "image (PNG, 40×30)"
     assert x.card.to_input().images == (x.card.image,)
 
 
@@ -327,7 +328,7 @@ def test_large_image_is_downscaled(tmp_path: Path) -> None:
     p = write(tmp_path / "big.jpg", image_bytes("RGB", "JPEG", size=(3000, 1000)))
     x = extract(p, "image", IndexSettings(image_max_side=600))
     assert max(x.card.image.size) == 600
-    assert "3000×1000" in x.card.text  # the card tells the original size
+    assert "3000×1000" in x.card.preview  # the preview tells the original size
 
 
 def test_exif_orientation_and_date(tmp_path: Path) -> None:
@@ -338,7 +339,7 @@ def test_exif_orientation_and_date(tmp_path: Path) -> None:
     img.save(tmp_path / "photo.jpg", exif=exif)
     x = extract(tmp_path / "photo.jpg", "image")
     assert x.card.image.size == (20, 60)
-    assert "Taken: 2019-07-14" in x.card.text
+    assert "taken 2019-07-14" in x.card.preview
 
 
 def test_truncated_and_fake_images_are_typed_errors(tmp_path: Path) -> None:

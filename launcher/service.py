@@ -1,0 +1,205 @@
+"""The back end ``launch`` serves: search, rerank, status, re-index, thumbnails, watching.
+
+The launch process owns the index as its one writer: the watcher's batches and the
+re-index button go through the same ``Indexer`` code path as ``launcher.py index``. Queries
+run on a fork of the embedding engine (same weights, own context), so a search never waits
+for an indexing batch. When another process is indexing, the service opens the index
+read-only, follows its commits, and leaves the watching to that process.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .app import App
+from .errors import LauncherError, StoreError
+from .indexer import Indexer, Progress
+from .query import Hit, IndexStatus, Query
+from .search import Searcher
+from .store import MANIFEST, Snapshot
+from .watch import Watcher
+
+log = logging.getLogger("launcher")
+
+
+class LocalService:
+    """``SearchService`` over the local index (see ``launcher.query``)."""
+
+    def __init__(self, app: App, *, watch: bool = True) -> None:
+        self.app = app
+        self._write_lock = threading.Lock()  # one writer operation at a time
+        self._indexing = threading.Event()
+        self._progress: Progress | None = None
+        self.message = ""
+        self.readonly = False
+        try:
+            self.store = app.open_store(writable=True)
+        except StoreError as err:
+            if "in progress" not in str(err):
+                raise
+            self.store = app.open_store(writable=False)
+            self.readonly = True
+            self.message = "another indexing run is in progress; showing its results as they land"
+        self._manifest_mtime = self._manifest_stamp()
+        self._query_engine: Any = None
+        self.searcher = Searcher(
+            self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings
+        )
+        self.watcher: Watcher | None = None
+        if watch and not self.readonly and self.store.roots:
+            own = str(self.store.directory)
+            self.watcher = Watcher(
+                list(self.store.roots), self.apply_changes, ignore=lambda p: p.startswith(own)
+            )
+            self.message = self.watcher.start()
+
+    # -- engine and snapshots ---------------------------------------------------------
+
+    def _query_embedder(self) -> Any:
+        """A fork of the app's engine for queries: same weights, its own context."""
+        if self._query_engine is None:
+            self._query_engine = self.app.embedder().fork()
+        return self._query_engine
+
+    def _manifest_stamp(self) -> int:
+        try:
+            return (self.store.directory / MANIFEST).stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    def _snapshot(self) -> Snapshot:
+        if self.readonly:
+            stamp = self._manifest_stamp()
+            if stamp != self._manifest_mtime:  # the other process committed: follow it
+                self._manifest_mtime = stamp
+                old = self.store
+                self.store = self.app.open_store(writable=False)
+                old.close()
+        return self.store.snapshot()
+
+    # -- SearchService ----------------------------------------------------------------
+
+    def search(self, query: Query) -> list[Hit]:
+        return self.searcher.search(query)
+
+    def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
+        return self.searcher.rerank(query, hits)
+
+    @property
+    def can_rerank(self) -> bool:
+        return self.searcher.can_rerank
+
+    def status(self) -> IndexStatus:
+        base = self.searcher.status()
+        message = self.message
+        p = self._progress
+        if self._indexing.is_set() and p is not None and p.total:
+            message = f"indexing: {p.phase} {p.done}/{p.total}"
+        return IndexStatus(
+            files=base.files,
+            pending=base.pending,
+            failed=base.failed,
+            indexing=self._indexing.is_set(),
+            message=message,
+        )
+
+    def reindex(self) -> None:
+        if self.readonly:
+            raise LauncherError("another process is indexing; wait for it to finish")
+        if self._indexing.is_set():
+            return
+        threading.Thread(target=self._reindex, name="reindex", daemon=True).start()
+
+    def _reindex(self) -> None:
+        with self._write_lock:
+            self._indexing.set()
+            try:
+                indexer = self._indexer()
+                try:
+                    indexer.run(list(self.store.roots))
+                finally:
+                    indexer.close()
+            except LauncherError as err:
+                self.message = f"re-index failed: {err}"
+                log.warning("re-index failed: %s", err)
+            finally:
+                self._indexing.clear()
+
+    def _indexer(self) -> Indexer:
+        return self.app.indexer(self.store, on_progress=self._on_progress)
+
+    def _on_progress(self, p: Progress) -> None:
+        self._progress = p
+
+    def apply_changes(self, paths: list[str]) -> None:
+        """The watcher's batches: the same code path as an ``index`` run."""
+        with self._write_lock:
+            self._indexing.set()
+            try:
+                indexer = self._indexer()
+                try:
+                    report = indexer.update_paths(paths)
+                finally:
+                    indexer.close()
+                if report.added or report.updated or report.removed:
+                    log.info(
+                        "index updated: %d added, %d updated, %d removed",
+                        report.added, report.updated, report.removed,
+                    )  # fmt: skip
+            finally:
+                self._indexing.clear()
+
+    def is_indexed(self, path: str) -> bool:
+        """Only exact paths of files in the index (no normalisation that could widen it)."""
+        return isinstance(path, str) and self._snapshot().get(path) is not None
+
+    def thumbnail(self, path: str, size: int = 256) -> bytes | None:
+        rec = self._snapshot().get(path) if isinstance(path, str) else None
+        if rec is None or rec.kind not in ("image", "pdf"):
+            return None
+        try:
+            image = _pdf_page(path, 1) if rec.kind == "pdf" else _open_image(path)
+        except (OSError, LauncherError, ValueError):
+            return None
+        if image is None:
+            return None
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        with self._write_lock:
+            if self._query_engine is not None:
+                self._query_engine.close()
+            self.store.close()
+
+
+def _open_image(path: str) -> Any:
+    from .images import load_image, to_rgb
+
+    return to_rgb(load_image(Path(path)))
+
+
+def _pdf_page(path: str, page: int) -> Any:
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except pdfium.PdfiumError:
+        return None
+    try:
+        if not 1 <= page <= len(pdf):
+            return None
+        p = pdf[page - 1]
+        width, height = p.get_size()
+        return p.render(scale=512 / max(width, height, 1)).to_pil().convert("RGB")
+    finally:
+        pdf.close()
