@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError
-from .extract import Extracted, ExtractError, Piece, extract, name_card, sniff
-from .inputs import EmbedInput, Embedder
+from .extract import Extracted, ExtractError, Kind, Piece, extract, name_card, sniff
+from .inputs import Embedder, EmbedInput
 from .store import FileRecord, RunStats, Status, Store, content_hash
 from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
 
@@ -335,13 +335,13 @@ class Indexer:
         report: Report,
         is_new: bool,
         *,
-        kind: str | None = None,
+        kind: Kind | None = None,
     ) -> None:
         """Record a failure. The file stays findable by its name when that can be embedded."""
         report.failed += 1
         report.errors.append((entry.path, reason))
         kind = kind or _safe_sniff(entry.path)
-        card = name_card(entry.path, kind, self.settings, label=None).card  # type: ignore[arg-type]
+        card = name_card(entry.path, kind, self.settings, label=None).card
         out = self.embedder.embed_each([card.to_input()])[0]
         if isinstance(out, InputError):
             self.store.mark_failed(
@@ -434,7 +434,7 @@ def _piece_tokens(piece: Piece, count: Callable[[str], int]) -> int:
     return tokens
 
 
-def _safe_sniff(path: str) -> str | None:
+def _safe_sniff(path: str) -> Kind | None:
     try:
         return sniff(path)
     except OSError:
