@@ -38,7 +38,6 @@ TEXT_ARCH = "qwen3vl"
 MMPROJ_PROJECTORS = ("qwen3vl_merger",)
 DEFAULT_MAX_TOKENS = 8192  # the official MAX_LENGTH
 BATCH_CELLS = 2048  # KV cells per packed text batch (several short inputs share one decode)
-MAX_BATCH_SEQS = 8
 
 Run = list[int] | img.PreparedImage
 T = TypeVar("T")
@@ -149,6 +148,13 @@ class QwenEngine:
 
     # subclasses: context kind and how to read one sequence's output
     embeddings_mode = True
+    # Keep each sequence's KV cells between inputs and decode only what differs from the
+    # previous input (the system turn, a reranker's query): same outputs, less compute.
+    prefix_cache = True
+    # Text inputs packed into one llama_decode, one sequence each. On a 2-core CPU the
+    # model is compute bound and packing 8 was 2x slower than one at a time with prefix
+    # reuse (bench/run.py measures it), so the default is 1.
+    batch_seqs = 1
 
     def _pooling(self) -> int:
         raise NotImplementedError
@@ -287,7 +293,7 @@ class QwenEngine:
         longest = 0
         for p in sorted(items, key=lambda q: q.n_tokens):
             cells = next_pow2(max(longest, p.n_tokens))
-            fits = (len(current) + 1) * cells <= BATCH_CELLS and len(current) < MAX_BATCH_SEQS
+            fits = (len(current) + 1) * cells <= BATCH_CELLS and len(current) < self.batch_seqs
             if current and not fits:
                 groups.append(current)
                 current, longest = [], 0
@@ -304,17 +310,22 @@ class QwenEngine:
             seqs.append(p.runs[0])
         try:
             ctx = self._context(len(seqs), max(len(s) for s in seqs))
-            ctx.clear()
-            rows = ctx.decode(seqs)
+            if self.prefix_cache:
+                starts = [ctx.reuse(i, toks) for i, toks in enumerate(seqs)]
+            else:
+                ctx.clear()
+                starts = [0] * len(seqs)
+            rows = ctx.decode([t[k:] for t, k in zip(seqs, starts, strict=True)], start=starts)
+            for i, toks in enumerate(seqs):
+                ctx.remember(i, toks)
             return [self._read(ctx, s, rows[s]) for s in range(len(seqs))]
         except EngineError as err:
+            if self._ctx is not None:
+                self._ctx.clear()
             if len(group) == 1:
                 return [InputError(f"the model could not process this input: {err}")]
             # Isolate the failing input: every other one still gets its own output.
             return [self._run_text_group([p])[0] for p in group]
-        finally:
-            if self._ctx is not None:
-                self._ctx.clear()
 
     def _run_mixed(self, item: Prepared) -> np.ndarray:
         """Text and images of one input on sequence 0: text by llama_decode, images by mtmd."""
@@ -330,22 +341,32 @@ class QwenEngine:
                     chunks.append(chunk)
                     total += chunk.n_tokens
             ctx = self._context(1, total)
-            ctx.clear()
             n_past, row = 0, -1
             pending = iter(chunks)
-            for run in item.runs:
+            for i, run in enumerate(item.runs):
                 if isinstance(run, list):
-                    row = ctx.decode([run], start=[n_past])[0]
+                    skip = 0
+                    if i == 0 and self.prefix_cache:  # the system turn is often cached
+                        skip = ctx.reuse(0, run)
+                    elif i == 0:
+                        ctx.clear()
+                    row = ctx.decode([run[skip:]], start=[n_past + skip])[0]
+                    if i == 0:
+                        ctx.remember(0, run)
                     n_past += len(run)
                 else:
+                    if i == 0:
+                        ctx.clear()
                     n_past = vision.eval(ctx, next(pending), n_past, 0, logits_last=False)
                     row = -1
             return self._read(ctx, 0, row)
+        except EngineError:
+            if self._ctx is not None:
+                self._ctx.clear()
+            raise
         finally:
             for chunk in chunks:
                 chunk.free()
-            if self._ctx is not None:
-                self._ctx.clear()
 
     @staticmethod
     def _guard(fn: Callable[[Prepared], np.ndarray], item: Prepared) -> np.ndarray | InputError:

@@ -219,10 +219,34 @@ class Context:
         self.n_batch = int(ll.llama_n_batch(ptr))
         self.n_ctx_seq = self.n_ctx // shape.n_seq
         self.embeddings = embeddings
+        # The text tokens each sequence holds in its KV cells from position 0 (prefix reuse).
+        self._cached: list[list[int]] = [[] for _ in range(shape.n_seq)]
 
     def clear(self) -> None:
         ll = _backend()
         ll.llama_memory_clear(ll.llama_get_memory(self.ptr), True)
+        self._cached = [[] for _ in range(self.shape.n_seq)]
+
+    def reuse(self, seq: int, tokens: Sequence[int]) -> int:
+        """Keep the longest prefix of ``tokens`` that sequence ``seq`` already holds (the
+        system turn and instruction, a reranker's query...) and drop the rest of its cells.
+        Returns how many tokens need no decoding; at least the last one is always decoded,
+        since its output is the one read."""
+        ll = _backend()
+        cached = self._cached[seq]
+        limit = min(len(cached), len(tokens) - 1)
+        n = 0
+        while n < limit and cached[n] == tokens[n]:
+            n += 1
+        if not ll.llama_memory_seq_rm(ll.llama_get_memory(self.ptr), seq, n, -1):
+            ll.llama_memory_seq_rm(ll.llama_get_memory(self.ptr), seq, -1, -1)
+            n = 0
+        self._cached[seq] = list(tokens[:n])
+        return n
+
+    def remember(self, seq: int, tokens: Sequence[int]) -> None:
+        """Record that ``seq`` now holds ``tokens`` from position 0."""
+        self._cached[seq] = list(tokens)
 
     def decode(
         self, seqs: Sequence[Sequence[int]], *, start: Sequence[int] | None = None

@@ -20,6 +20,7 @@ from launcher.extract import (
     name_card,
     sniff,
 )
+from launcher.sample import make_pdf
 from launcher.walk import IndexSettings
 
 SMALL = IndexSettings(card_tokens=20, chunk_tokens=60, chunk_overlap=10, max_chunks=200)
@@ -35,47 +36,6 @@ def image_bytes(mode: str, fmt: str, size=(64, 48), color=None, **save) -> bytes
     buf = io.BytesIO()
     img.save(buf, fmt, **save)
     return buf.getvalue()
-
-
-def make_pdf(pages: list[tuple[str, bool]]) -> bytes:
-    """A minimal PDF: each page shows ``text`` (Helvetica) and, if asked, a filled square."""
-    objects: list[bytes] = []
-    n_pages = len(pages)
-    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(n_pages))
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
-    font_id = 3 + 2 * n_pages
-    for i, (text, square) in enumerate(pages):
-        content_id = 4 + 2 * i
-        objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 400] /Contents {content_id} 0 R "
-            f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
-        )
-        ops = []
-        y = 370
-        for line in text.splitlines():
-            escaped = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            ops.append(f"BT /F1 9 Tf 10 {y} Td ({escaped}) Tj ET")
-            y -= 12
-        if square:
-            ops.append("0.1 0.3 0.9 rg 50 50 200 200 re f")
-        stream = "\n".join(ops).encode()
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def make_zip(path: Path, parts: dict[str, str | bytes]) -> Path:

@@ -1,0 +1,250 @@
+"""The embedding engine on the real llama.cpp, with tiny generated Qwen3-VL models."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from launcher import images
+from launcher.embedder import Embedder
+from launcher.errors import (
+    ImageError,
+    InputError,
+    MmprojMismatch,
+    MmprojRequired,
+    ModelNotFound,
+    NotGGUF,
+    WrongArchitecture,
+)
+from launcher.inputs import EmbedInput
+
+
+@pytest.fixture(scope="module")
+def emb(tiny_models):
+    with Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2) as e:
+        yield e
+
+
+def picture(seed: int, size=(96, 64)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def cos(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_unit_norm_float32_and_shape(emb):
+    out = emb.embed(["hello", "a longer sentence about files on a disk", ""])
+    assert out.dtype == np.float32 and out.shape == (3, emb.dim)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+
+
+def test_deterministic(emb, tiny_models):
+    a = emb.embed(["same text"])
+    b = emb.embed(["same text"])  # the cached prefix is reused: same vector within float noise
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    with (
+        Embedder(tiny_models.embedding, threads=2) as fresh1,
+        Embedder(tiny_models.embedding, threads=2) as fresh2,
+    ):
+        assert np.array_equal(fresh1.embed(["same text"]), fresh2.embed(["same text"]))
+
+
+def test_prefix_reuse_equals_a_full_pass(tiny_models):
+    items = [
+        "first input",
+        "first input, longer",
+        EmbedInput(text="other instruction", instruction="Find code"),
+        "",
+        "first input",
+        EmbedInput(text="caption", images=(picture(9),)),
+        "after the image",
+    ]
+    with (
+        Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2) as cached,
+        Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2) as full,
+    ):
+        full.prefix_cache = False
+        for item in items:  # one at a time, so each call can reuse the previous prefix
+            np.testing.assert_allclose(cached.embed([item]), full.embed([item]), atol=1e-5)
+
+
+def test_different_texts_differ(emb):
+    a, b = emb.embed(["invoice for March", "holiday photos from Lisbon"])
+    assert cos(a, b) < 0.999
+
+
+def test_dims_truncate_then_renormalise(emb):
+    full = emb.embed(["matryoshka"])[0]
+    for dims in (32, 16, 8):
+        short = emb.embed(["matryoshka"], dims=dims)[0]
+        assert short.shape == (dims,)
+        expected = full[:dims] / np.linalg.norm(full[:dims])
+        np.testing.assert_allclose(short, expected, atol=1e-6)
+
+
+def test_dims_out_of_range(emb):
+    with pytest.raises(Exception, match="dims must be between 1 and"):
+        emb.embed(["x"], dims=emb.dim + 1)
+
+
+def test_batched_equals_one_by_one(emb, monkeypatch):
+    monkeypatch.setattr(emb, "batch_seqs", 8)
+    texts = [f"text number {i} " + "word " * (i * 7) for i in range(11)] + ["", "x"]
+    together = emb.embed(texts)
+    for i, text in enumerate(texts):
+        alone = emb.embed([text])[0]
+        np.testing.assert_allclose(together[i], alone, atol=2e-4)
+        assert cos(together[i], alone) > 0.9999
+
+
+def test_each_vector_belongs_to_its_input(emb, monkeypatch):
+    monkeypatch.setattr(emb, "batch_seqs", 8)
+    texts = ["alpha", "beta gamma", "delta epsilon zeta", "eta"]
+    forward = emb.embed(texts)
+    backward = emb.embed(texts[::-1])[::-1]
+    np.testing.assert_allclose(forward, backward, atol=2e-4)
+
+
+def test_instruction_changes_the_vector(emb):
+    a = emb.embed([EmbedInput(text="cat")])[0]
+    b = emb.embed([EmbedInput(text="cat", instruction="Retrieve images of animals")])[0]
+    assert cos(a, b) < 0.9999
+    # per-item instruction equals an engine whose default is that instruction
+    c = emb.embed([EmbedInput(text="cat", instruction="Retrieve images of animals.")])[0]
+    np.testing.assert_allclose(b, c, atol=1e-6)
+
+
+def test_empty_input_is_the_text_NULL(emb):
+    empty = emb.embed([EmbedInput()])[0]
+    null = emb.embed(["NULL"])[0]
+    np.testing.assert_allclose(empty, null, atol=1e-6)
+
+
+def test_content_cannot_end_the_turn(emb):
+    im_end = emb.model.tokenize("<|im_end|>", special=True)
+    assert len(im_end) == 1
+    from launcher import prompt
+
+    parts = prompt.embedding_prompt("before <|im_end|> after", 0, None)
+    runs = emb.tokenize_parts(parts, [])
+    tokens = [t for r in runs for t in r]
+    # only the template's two <|im_end|> are the special token; the file's is plain text
+    assert tokens.count(im_end[0]) == 2
+    a = emb.embed(["before <|im_end|> after"])[0]
+    b = emb.embed(["before "])[0]
+    assert cos(a, b) < 0.9999
+
+
+def test_image_from_path_bytes_and_pil_agree(emb, tmp_path):
+    pic = picture(1)
+    path = tmp_path / "p.png"
+    pic.save(path)
+    a, b, c = emb.embed([path, path.read_bytes(), pic])
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_allclose(np.linalg.norm(a), 1.0, rtol=1e-5)
+
+
+def test_different_images_differ(emb):
+    a, b = emb.embed([picture(1), picture(2)])
+    assert cos(a, b) < 0.9999
+
+
+def test_image_and_text_differs_from_image_alone(emb):
+    pic = picture(3)
+    a = emb.embed([EmbedInput(images=(pic,))])[0]
+    b = emb.embed([EmbedInput(text="a caption", images=(pic,))])[0]
+    assert cos(a, b) < 0.9999
+
+
+def test_two_images_in_one_item(emb):
+    one = emb.embed([EmbedInput(images=(picture(4),))])[0]
+    two = emb.embed([EmbedInput(images=(picture(4), picture(5)))])[0]
+    assert cos(one, two) < 0.9999
+
+
+def test_mtmd_keeps_our_image_size(emb):
+    """mtmd must not resize a second time: its token grid is our size / 32."""
+    vision = emb._vision_ctx()
+    for w, h in [(96, 64), (64, 64), (160, 32), (128, 96)]:
+        prepared = images.prepare_image(picture(0, (w, h)))
+        chunks = vision.image_chunks(prepared.width, prepared.height, prepared.rgb)
+        try:
+            assert chunks.image_grid() == (prepared.width // 32, prepared.height // 32)
+            assert chunks.n_tokens == prepared.tokens + 2  # + <|vision_start|>, <|vision_end|>
+        finally:
+            chunks.free()
+
+
+def test_bad_input_in_a_batch_does_not_shift_the_others(emb, tmp_path, monkeypatch):
+    monkeypatch.setattr(emb, "batch_seqs", 8)
+    truncated = io.BytesIO()
+    picture(6, (200, 200)).save(truncated, "JPEG")
+    broken = truncated.getvalue()[:300]
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a png")
+    items = ["first text", broken, "second text", picture(7), fake, "third"]
+    out = emb.embed_each(items)
+    assert isinstance(out[1], ImageError) and "truncated" in str(out[1])
+    assert isinstance(out[4], ImageError) and "not an image" in str(out[4])
+    for i in (0, 2, 3, 5):
+        assert isinstance(out[i], np.ndarray)
+        alone = emb.embed([items[i]])[0]
+        np.testing.assert_allclose(out[i], alone, atol=2e-4)
+    with pytest.raises(ImageError):
+        emb.embed(items)
+
+
+def test_long_text_is_truncated_keeping_the_template(tiny_models, caplog):
+    with Embedder(tiny_models.embedding, threads=2, max_tokens=64) as small:
+        long_text = "word " * 500
+        with caplog.at_level(logging.WARNING, logger="launcher"):
+            v = small.embed([long_text])[0]
+        assert "truncated" in caplog.text
+        from launcher import prompt
+
+        runs = small.tokenize_parts(prompt.embedding_prompt(long_text, 0, None), [])
+        tokens = runs[0]
+        assert len(tokens) == 64
+        tail = small.model.tokenize("<|im_end|>\n<|im_start|>assistant\n", special=True)
+        assert tokens[-len(tail) :] == tail
+        assert np.isfinite(v).all()
+
+
+def test_image_too_big_for_the_token_limit_is_an_input_error(tiny_models):
+    with Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2, max_tokens=40) as small:
+        out = small.embed_each([picture(8, (320, 320)), "short"])
+        assert isinstance(out[0], InputError) and "limit" in str(out[0])
+        assert isinstance(out[1], np.ndarray)
+
+
+def test_image_without_mmproj(tiny_models):
+    with (
+        Embedder(tiny_models.embedding, threads=2) as e,
+        pytest.raises(MmprojRequired, match="mmproj"),
+    ):
+        e.embed([picture(1)])
+
+
+def test_model_file_errors(tmp_path, tiny_models):
+    with pytest.raises(ModelNotFound, match="not found"):
+        Embedder(tmp_path / "missing.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a gguf file at all")
+    with pytest.raises(NotGGUF, match="not a GGUF"):
+        Embedder(junk)
+    with pytest.raises(WrongArchitecture, match="'clip'.*qwen3vl"):
+        Embedder(tiny_models.mmproj)
+
+
+def test_mmproj_errors(tmp_path, tiny_models):
+    with pytest.raises(MmprojMismatch, match="projects to"):
+        Embedder(tiny_models.embedding, tiny_models.mmproj_other_width)
+    with pytest.raises(WrongArchitecture, match="vision projector"):
+        Embedder(tiny_models.embedding, tiny_models.embedding)
