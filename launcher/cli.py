@@ -30,7 +30,7 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_engine, cli_index, cli_models, cli_search
+    from . import cli_engine, cli_index, cli_models, cli_search, cli_ui
 
     common = common_parser()
     parser = argparse.ArgumentParser(
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (cli_engine, cli_models, cli_index, cli_search):
+    for module in (cli_index, cli_search, cli_ui, cli_models, cli_engine):
         module.register(sub, common)
     return parser
 

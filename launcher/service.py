@@ -30,7 +30,7 @@ log = logging.getLogger("launcher")
 class LocalService:
     """``SearchService`` over the local index (see ``launcher.query``)."""
 
-    def __init__(self, app: App, *, watch: bool = True) -> None:
+    def __init__(self, app: App, *, watch: bool = True, warm: bool = False) -> None:
         self.app = app
         self._write_lock = threading.Lock()  # one writer operation at a time
         self._indexing = threading.Event()
@@ -56,7 +56,30 @@ class LocalService:
             self.watcher = Watcher(
                 list(self.store.roots), self.apply_changes, ignore=lambda p: p.startswith(own)
             )
+        self.ready = threading.Event()
+        if warm:
+            threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
+        else:
+            self._start_watcher()
+            self.ready.set()
+
+    def _start_watcher(self) -> None:
+        if self.watcher is not None:
             self.message = self.watcher.start()
+
+    def _warm_up(self) -> None:
+        """Off the request path: load the model, cache the query prompt's prefix, and start
+        watching (scheduling watches on a big tree takes a while)."""
+        try:
+            self.message = "loading the model…"
+            self.searcher.query_vector(Query(text="warm up"), self.store.dims)
+            self.message = ""
+            self._start_watcher()
+        except LauncherError as err:
+            self.message = f"the model could not load: {err}"
+            log.warning("%s", self.message)
+        finally:
+            self.ready.set()
 
     # -- engine and snapshots ---------------------------------------------------------
 
@@ -174,6 +197,7 @@ class LocalService:
         return buf.getvalue()
 
     def close(self) -> None:
+        self.ready.wait(timeout=60)
         if self.watcher is not None:
             self.watcher.stop()
         with self._write_lock:

@@ -1,0 +1,1317 @@
+"""The search page: Gradio on 127.0.0.1, talking only to a ``SearchService``.
+
+``build_app`` makes the Gradio Blocks, ``create_server_app`` wraps it in a FastAPI app
+that adds the thumbnail route and the guards, ``serve`` runs that on a loopback port in
+the background and ``run_launch`` is the ``launch`` command's body.
+
+Exposure rules: the server binds to 127.0.0.1 unless a host is given explicitly; the only
+files read on a request's behalf are thumbnails of files in the index
+(``service.is_indexed``); Gradio's own file routes serve only this run's uploads; requests
+whose Host header is not the loopback address (DNS rebinding) or that another web site
+makes the browser send (CSRF: Origin / Sec-Fetch-Site) are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import paths
+from .errors import LauncherError
+from .hotkey import DEFAULT_HOTKEY, WINDOW_TITLE, Focuser, HotkeyHandle, HotkeyUnavailable
+from .query import KINDS, Hit, IndexStatus, Query, SearchService
+
+if TYPE_CHECKING:
+    import gradio as gr
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7733  # tried first so the URL is stable; any free port if taken
+DEBOUNCE_MS = 250
+THUMB_SIZE = 96
+MAX_PATH_CHARS = 4096
+SNIPPET_CHARS = 240
+WHEN_CHOICES = ("any time", "today", "past week", "past month", "past year")
+_WHEN_DAYS = {"past week": 7, "past month": 31, "past year": 366}
+KIND_COLORS = {  # the icon's colour per kind
+    "text": "#7f8c8d",
+    "code": "#2e86de",
+    "document": "#16a085",
+    "pdf": "#d63031",
+    "image": "#8e44ad",
+    "video": "#e67e22",
+}
+
+
+class UIError(LauncherError):
+    """The UI cannot start (port taken, bad host)."""
+
+
+@dataclass(frozen=True)
+class UIOptions:
+    """Knobs of the page (defaults suit a person at a keyboard)."""
+
+    top: int = 20
+    debounce_ms: int = DEBOUNCE_MS
+    rerank_batch: int = 5  # reranker scores arrive in batches of this many (0: all at once)
+    rerank_top: int = 10  # rerank this many of the embedding results (0: all)
+    status_every: float = 3.0  # seconds between index-status refreshes
+    title: str = WINDOW_TITLE
+
+
+# --------------------------------------------------------------------------- gradio import
+
+
+def _ui_cache() -> Path:
+    return paths.cache_dir() / "ui"
+
+
+def _prepare_gradio_env() -> None:
+    """Analytics off, Gradio's files in our cache dir (not /tmp/gradio, not $HOME)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("GRADIO_SSR_MODE", "False")
+    os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(_ui_cache() / "examples"))
+    if not os.environ.get("GRADIO_TEMP_DIR"):  # read once by gradio at import
+        os.environ["GRADIO_TEMP_DIR"] = str(_ui_cache() / "uploads")
+
+
+def _new_run_dir() -> Path:
+    """A private folder for this run's uploads (query images); old ones are pruned."""
+    base = paths.ensure(_ui_cache())
+    cutoff = time.time() - 86400
+    for old in base.glob("run-*"):
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=base))  # mode 0700
+
+
+@contextlib.contextmanager
+def _gradio_temp(folder: Path) -> Iterator[None]:
+    """Gradio reads GRADIO_TEMP_DIR when components and the app are made: point it here."""
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
+def _gradio() -> Any:
+    _prepare_gradio_env()
+    import gradio as gr
+
+    return gr
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def esc(text: object) -> str:
+    """HTML-escape, also ``{ } $ `` ` so no template syntax survives in file names."""
+    out = html.escape(str(text), quote=True)
+    return (
+        out.replace("{", "&#123;")
+        .replace("}", "&#125;")
+        .replace("$", "&#36;")
+        .replace("`", "&#96;")
+    )
+
+
+def relative_time(mtime: float, now: float | None = None) -> str:
+    """``"3 days ago"``; ``""`` for an unknown time."""
+    if not mtime:
+        return ""
+    now = time.time() if now is None else now
+    delta = now - mtime
+    if delta < 0:
+        return "in the future"
+    steps = (
+        (60, None, "just now"),
+        (3600, 60, "minute"),
+        (86400, 3600, "hour"),
+        (7 * 86400, 86400, "day"),
+        (31 * 86400, 7 * 86400, "week"),
+        (365 * 86400, 30 * 86400, "month"),
+        (math.inf, 365 * 86400, "year"),
+    )
+    for limit, unit, name in steps:
+        if delta < limit:
+            if unit is None:
+                return name
+            n = max(1, int(delta // unit))
+            if name == "day" and n == 1:
+                return "yesterday"
+            return f"{n} {name}{'s' if n != 1 else ''} ago"
+    return ""  # pragma: no cover
+
+
+def _terms(text: str) -> list[str]:
+    return sorted({t for t in re.findall(r"\w{2,}", text.lower())}, key=len, reverse=True)
+
+
+def highlight(text: str, query_text: str) -> str:
+    """Escaped ``text`` with the query's words wrapped in ``<mark>``."""
+    terms = _terms(query_text)
+    if not terms:
+        return esc(text)
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    out, pos = [], 0
+    for m in pattern.finditer(text):
+        out.append(esc(text[pos : m.start()]))
+        out.append(f"<mark>{esc(m.group(0))}</mark>")
+        pos = m.end()
+    out.append(esc(text[pos:]))
+    return "".join(out)
+
+
+def _snippet(hit: Hit) -> str:
+    text = " ".join(hit.snippet.split())
+    return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
+
+
+def _where(hit: Hit) -> str:
+    if hit.page:
+        return f"p. {hit.page}"
+    if hit.line_start:
+        if hit.line_end and hit.line_end != hit.line_start:
+            return f"lines {hit.line_start}–{hit.line_end}"
+        return f"line {hit.line_start}"
+    return ""
+
+
+def _icon(hit: Hit) -> str:
+    """A file-type tile: the extension on the kind's colour (no emoji fonts needed)."""
+    ext = Path(hit.name).suffix.lstrip(".").upper()[:4] or hit.kind[:4].upper()
+    color = KIND_COLORS.get(hit.kind, KIND_COLORS["text"])
+    return f'<span class="licon" style="background:{color}" aria-hidden="true">{esc(ext)}</span>'
+
+
+def short_folder(folder: str, limit: int = 64) -> str:
+    """``~`` for the home folder, and the middle elided when long: ``~/a/…/c/d``."""
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~") and (folder == home or folder.startswith(home + os.sep)):
+        folder = "~" + folder[len(home) :]
+    if len(folder) <= limit:
+        return folder
+    parts = folder.split(os.sep)
+    head, tail = parts[:2], parts[2:]
+    while tail and len(os.sep.join([*head, "…", *tail])) > limit:
+        tail = tail[1:]
+    if not tail:
+        return "…" + folder[-(limit - 1) :]
+    return os.sep.join([*head, "…", *tail])
+
+
+def thumb_url(path: str, size: int = THUMB_SIZE) -> str:
+    return "/thumb?" + urllib.parse.urlencode({"path": path, "size": size})
+
+
+def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = None) -> str:
+    """One result row (everything from the hit is escaped)."""
+    icon = _icon(hit)
+    if hit.has_thumbnail:
+        visual = (
+            f'<img class="lthumb" loading="lazy" alt="" src="{esc(thumb_url(hit.path))}" '
+            "onerror=\"this.style.display='none';this.nextElementSibling.style.display=''\">"
+            f'<span style="display:none">{icon}</span>'
+        )
+    else:
+        visual = icon
+    badges = []
+    if hit.exact:
+        badges.append('<span class="lbadge lexact" title="the query appears as typed">exact</span>')
+    if hit.rerank_score is not None:
+        badges.append(
+            f'<span class="lbadge lrr" title="reranker score">rerank {hit.rerank_score:.2f}</span>'
+        )
+    where = _where(hit)
+    snippet = _snippet(hit)
+    snip_html = highlight(snippet, query_text) if snippet else ""
+    if where:
+        snip_html = f'<span class="lwhere">{esc(where)}</span> {snip_html}'
+    modified = relative_time(hit.mtime, now)
+    exact_time = datetime.fromtimestamp(hit.mtime).strftime("%Y-%m-%d %H:%M") if hit.mtime else ""
+    sel = " sel" if index == 0 else ""
+    return (
+        f'<div class="lrow{sel}" role="option" aria-selected="{str(index == 0).lower()}" '
+        f'data-i="{index}" data-path="{esc(hit.path)}" title="{esc(hit.path)}">'
+        f'<div class="lvis">{visual}</div>'
+        '<div class="lmain">'
+        f'<div class="lline"><span class="lname">{highlight(hit.name, query_text)}</span>'
+        f'{"".join(badges)}<span class="lfolder">{esc(short_folder(hit.folder))}</span></div>'
+        f'<div class="lsnip">{snip_html}</div>'
+        "</div>"
+        '<div class="lmeta">'
+        f'<span class="lscore" title="similarity">{hit.score:.2f}</span>'
+        f'<span class="ltime" title="{esc(exact_time)}">{esc(modified)}</span>'
+        '<span class="lacts">'
+        '<button type="button" data-act="open" title="Open (Enter)">Open</button>'
+        '<button type="button" data-act="reveal" title="Reveal in folder (Ctrl+Enter)">'
+        "Reveal</button>"
+        '<button type="button" data-act="copy" title="Copy path (Ctrl+Shift+C)">Copy path</button>'
+        "</span></div></div>"
+    )
+
+
+def render_results(
+    hits: Sequence[Hit],
+    *,
+    query_text: str = "",
+    note: str = "",
+    elapsed_ms: float | None = None,
+    state: str = "done",
+) -> str:
+    """The result list (``state``: "done", "reranking" or "reranked")."""
+    info = []
+    if hits:
+        info.append(f"{len(hits)} result{'s' if len(hits) != 1 else ''}")
+    if elapsed_ms is not None:
+        info.append(f"{elapsed_ms:.0f} ms")
+    if note:
+        info.append(note)
+    head = f'<div class="linfo" data-state="{esc(state)}">{esc(" · ".join(info))}</div>'
+    if not hits:
+        return head + '<div class="lempty">No matches.</div>'
+    now = time.time()
+    rows = "".join(render_hit(h, i, query_text, now) for i, h in enumerate(hits))
+    return f'{head}<div class="llist" role="listbox" data-count="{len(hits)}">{rows}</div>'
+
+
+HINT_HTML = (
+    '<div class="lhint">Type to search by meaning, or drop / paste an image.'
+    "<br><kbd>↑</kbd><kbd>↓</kbd> move · <kbd>Enter</kbd> open · "
+    "<kbd>Ctrl</kbd>+<kbd>Enter</kbd> reveal · <kbd>Ctrl</kbd>+<kbd>Shift</kbd>+<kbd>C</kbd> "
+    "copy path · <kbd>Esc</kbd> clear</div>"
+)
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    return f'<div class="lmsg l{esc(kind)}">{esc(text)}</div>'
+
+
+def render_status(status: IndexStatus) -> str:
+    parts = [
+        f'<span data-k="files">{status.files:,} files</span>',
+        f'<span data-k="pending">{status.pending:,} pending</span>',
+        f'<span data-k="failed" class="{"lbad" if status.failed else ""}">'
+        f"{status.failed:,} failed</span>",
+    ]
+    if status.indexing:
+        parts.append('<span class="lbusy">indexing…</span>')
+    if status.message:
+        parts.append(f"<span>{esc(status.message)}</span>")
+    return '<div class="lstat">' + " · ".join(parts) + "</div>"
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def servable_path(service: SearchService, path: object) -> str | None:
+    """``path`` if the UI may act on it (a canonical absolute path in the index), else None."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path:
+        return None
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        return None  # no "..", no "//", no relative paths: only what the index stores
+    try:
+        return path if service.is_indexed(path) else None
+    except Exception:  # a broken index must not open files
+        log.exception("is_indexed failed")
+        return None
+
+
+def build_query(
+    text: str | None,
+    image: Any = None,
+    *,
+    kinds: Sequence[str] | None = None,
+    folder: str | None = None,
+    when: str | None = None,
+    after: datetime | float | None = None,
+    before: datetime | float | None = None,
+    min_score: float | None = 0.0,
+    top: int = 20,
+    now: datetime | None = None,
+) -> Query | None:
+    """A ``Query`` from the page's controls; None when there is nothing to search."""
+    text = (text or "").strip()
+    if not text and image is None:
+        return None
+    now = now or datetime.now()
+    modified_after = _as_datetime(after)
+    if when == "today":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        modified_after = max(modified_after, start) if modified_after else start
+    elif when in _WHEN_DAYS:
+        start = now - timedelta(days=_WHEN_DAYS[when])
+        modified_after = max(modified_after, start) if modified_after else start
+    modified_before = _as_datetime(before)
+    if modified_before is not None and modified_before.time() == datetime.min.time():
+        modified_before += timedelta(days=1)  # a date means "up to the end of that day"
+    folder_path = None
+    if folder and folder.strip():
+        folder_path = Path(os.path.expanduser(folder.strip()))
+    return Query(
+        text=text,
+        image=image,
+        kinds=frozenset(k for k in (kinds or ()) if k in KINDS),
+        folder=folder_path,
+        modified_after=modified_after,
+        modified_before=modified_before,
+        min_score=float(min_score or 0.0),
+        top=top,
+        rerank=False,
+    )
+
+
+def _as_datetime(value: datetime | float | str | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value)
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _reranked_order(hits: Sequence[Hit], scored: dict[str, Hit]) -> list[Hit]:
+    """Scored hits first (best first), then the rest in embedding order."""
+    done = sorted(scored.values(), key=lambda h: -(h.rerank_score or 0.0))
+    return done + [h for h in hits if h.path not in scored]
+
+
+def search_stream(
+    service: SearchService,
+    query: Query | None,
+    *,
+    rerank: bool,
+    batch: int = 5,
+    rerank_top: int = 10,
+) -> Iterator[str]:
+    """HTML for the result list: embedding results at once, then reordered as reranker
+    scores arrive (the first ``rerank_top`` hits, ``batch`` at a time; the rest keep their
+    embedding order below them)."""
+    if query is None:
+        yield HINT_HTML
+        return
+    started = time.perf_counter()
+    try:
+        hits = service.search(query)
+    except LauncherError as err:
+        yield message_html(str(err))
+        return
+    except Exception as err:  # show, don't crash the page
+        log.exception("search failed")
+        yield message_html(f"search failed: {err}")
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    text = query.text
+    if not rerank or not hits:
+        yield render_results(hits, query_text=text, elapsed_ms=elapsed)
+        return
+    if not _can_rerank(service):
+        note = "no reranker available: embedding order"
+        yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=note)
+        return
+    yield render_results(
+        hits, query_text=text, elapsed_ms=elapsed, note="reranking…", state="reranking"
+    )
+    rq = replace(query, rerank=True)
+    head = hits[: rerank_top if rerank_top > 0 else len(hits)]
+    size = batch if batch > 0 else len(head)
+    scored: dict[str, Hit] = {}
+    for start in range(0, len(head), size):
+        try:
+            for h in service.rerank(rq, head[start : start + size]):
+                scored[h.path] = h
+        except Exception as err:  # LauncherError or worse: keep what we have
+            if not isinstance(err, LauncherError):
+                log.exception("rerank failed")
+            yield render_results(
+                _reranked_order(hits, scored), query_text=text, note=f"rerank failed: {err}"
+            )
+            return
+        done = start + size >= len(head)
+        elapsed = (time.perf_counter() - started) * 1000
+        yield render_results(
+            _reranked_order(hits, scored),
+            query_text=text,
+            elapsed_ms=elapsed,
+            note="reranked" if done else f"reranking {len(scored)}/{len(head)}…",
+            state="reranked" if done else "reranking",
+        )
+
+
+# --------------------------------------------------------------------------- page
+
+CSS = """
+footer { display: none !important; }
+.gradio-container { max-width: 820px !important; margin: 0 auto !important; }
+#lapp { gap: 8px; padding-top: 4vh; }
+#lbar { align-items: stretch; gap: 8px; }
+#lq textarea, #lq input {
+  font-size: 22px !important; line-height: 1.3 !important; padding: 14px 16px !important;
+  border-radius: 12px !important;
+}
+#limg {
+  flex: 0 0 64px !important; min-width: 64px !important; min-height: 0 !important;
+  border: 1px dashed var(--border-color-primary) !important; border-radius: 12px !important;
+  overflow: hidden; background: var(--background-fill-secondary) !important;
+}
+#limg .image-container, #limg .upload-container { min-height: 0 !important; height: 100%; }
+#limg .prompt, #limg .or, #limg .source-selection { display: none !important; }
+#limg .icon-wrap { width: 20px !important; height: 20px !important; margin: 0 auto !important; }
+#limg .upload-container button .wrap::after {
+  content: "image"; display: block; font-size: 11px; color: var(--body-text-color-subdued);
+}
+#limg img { max-height: 64px; object-fit: contain; }
+#lctl { align-items: center; gap: 12px; flex-wrap: nowrap; }
+#lrerank { border: none !important; background: none !important; padding: 0 4px !important;
+  box-shadow: none !important; flex: 0 0 auto !important; width: auto !important; }
+#lstatus { flex: 1 1 0 !important; min-width: 0 !important; }
+#lstatus .lstat { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#lfilters { padding: 2px 12px !important; }
+#lstatus { font-size: 12px; color: var(--body-text-color-subdued); }
+#lstatus .lbad { color: var(--error-text-color, #c0392b); }
+#lresults .linfo { font-size: 12px; color: var(--body-text-color-subdued); margin: 2px 4px 6px; }
+#lresults .llist { display: flex; flex-direction: column; gap: 2px; }
+#lresults .lrow {
+  display: flex; gap: 12px; align-items: center; padding: 8px 10px; border-radius: 10px;
+  cursor: default; border: 1px solid transparent;
+}
+#lresults .lrow:hover { background: var(--background-fill-secondary); }
+#lresults .lrow.sel {
+  background: var(--color-accent-soft); border-color: var(--color-accent);
+}
+#lresults .lvis {
+  width: 44px; height: 44px; flex: none; display: flex; align-items: center;
+  justify-content: center; border-radius: 8px; overflow: hidden;
+  background: var(--background-fill-secondary);
+}
+#lresults .lthumb { width: 44px; height: 44px; object-fit: cover; }
+#lresults .licon {
+  width: 44px; height: 44px; display: flex; align-items: center; justify-content: center;
+  color: #fff; font: 700 11px/1 system-ui, sans-serif; letter-spacing: .03em;
+}
+#lresults .lmain { flex: 1; min-width: 0; }
+#lresults .lline { display: flex; gap: 8px; align-items: baseline; white-space: nowrap; }
+#lresults .lname { font-weight: 700; overflow: hidden; text-overflow: ellipsis; }
+#lresults .lfolder {
+  color: var(--body-text-color-subdued); font-size: 12px; overflow: hidden;
+  text-overflow: ellipsis;
+}
+#lresults .lsnip {
+  font-size: 13px; color: var(--body-text-color-subdued); overflow: hidden;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+}
+#lresults .lwhere { font-size: 11px; opacity: .8; margin-right: 4px; }
+#lresults mark { background: none; color: inherit; font-weight: 700; padding: 0; }
+#lresults .lbadge {
+  font-size: 10px; padding: 1px 6px; border-radius: 999px; flex: none;
+  border: 1px solid var(--border-color-primary); color: var(--body-text-color-subdued);
+}
+#lresults .lexact { border-color: var(--color-accent); color: var(--color-accent); }
+#lresults .lmeta {
+  display: flex; flex-direction: column; align-items: flex-end; gap: 2px; flex: none;
+  font-size: 12px; color: var(--body-text-color-subdued); min-width: 92px;
+}
+#lresults .lscore { font-variant-numeric: tabular-nums; }
+#lresults .lacts { display: none; gap: 4px; }
+#lresults .lrow.sel .lacts, #lresults .lrow:hover .lacts { display: flex; }
+#lresults .lacts button {
+  font-size: 11px; padding: 1px 6px; border-radius: 6px;
+  border: 1px solid var(--border-color-primary); background: var(--background-fill-primary);
+  color: var(--body-text-color); cursor: pointer;
+}
+#lresults .lrow.sel .ltime, #lresults .lrow:hover .ltime { display: none; }
+#lresults .lhint, #lresults .lempty, #lresults .lmsg {
+  padding: 18px 8px; color: var(--body-text-color-subdued); text-align: center;
+}
+#lresults .lerror { color: var(--error-text-color, #c0392b); }
+#lresults kbd {
+  font-size: 11px; padding: 0 4px; border-radius: 4px; margin: 0 1px;
+  border: 1px solid var(--border-color-primary);
+}
+#ltoast {
+  position: fixed; bottom: 18px; left: 50%; transform: translateX(-50%); z-index: 1000;
+  padding: 6px 14px; border-radius: 8px; font-size: 13px;
+  background: var(--background-fill-secondary); color: var(--body-text-color);
+  border: 1px solid var(--border-color-primary); box-shadow: 0 4px 16px rgba(0,0,0,.15);
+}
+#ltoast.bad { color: var(--error-text-color, #c0392b); }
+"""
+
+# Runs once when the result list mounts. ``element``, ``trigger``, ``server`` and ``watch``
+# are Gradio's; everything else lives in window.__launcher.
+JS_ON_LOAD = r"""
+const L = (window.__launcher = window.__launcher || {});
+L.root = element;
+L.sel = 0;
+const DEBOUNCE = __DEBOUNCE__;
+const box = () => document.querySelector('#lq textarea, #lq input');
+const rows = () => Array.from(L.root.querySelectorAll('.lrow'));
+function select(i, scroll) {
+  const rs = rows();
+  if (!rs.length) { L.sel = -1; return; }
+  i = Math.max(0, Math.min(rs.length - 1, i));
+  rs.forEach((r, j) => {
+    r.classList.toggle('sel', j === i);
+    r.setAttribute('aria-selected', j === i ? 'true' : 'false');
+  });
+  L.sel = i;
+  if (scroll !== false) rs[i].scrollIntoView({block: 'nearest'});
+}
+const current = () => rows()[L.sel] || null;
+function toast(msg, bad) {
+  let t = document.getElementById('ltoast');
+  if (!t) { t = document.createElement('div'); t.id = 'ltoast'; t.setAttribute('role', 'status');
+            document.body.appendChild(t); }
+  t.textContent = msg; t.className = bad ? 'bad' : ''; t.style.display = 'block';
+  clearTimeout(L.toastTimer);
+  L.toastTimer = setTimeout(() => { t.style.display = 'none'; }, 2500);
+}
+async function copyText(text) {
+  try { await navigator.clipboard.writeText(text); return true; } catch (e) {}
+  const ta = document.createElement('textarea');
+  ta.value = text; ta.style.position = 'fixed'; ta.style.opacity = '0';
+  document.body.appendChild(ta); ta.select();
+  let ok = false; try { ok = document.execCommand('copy'); } catch (e) {}
+  ta.remove(); return ok;
+}
+async function act(op, row) {
+  if (!row) return;
+  const path = row.dataset.path;
+  if (op === 'copy') {
+    const ok = await copyText(path);
+    L.copied = path;
+    toast(ok ? 'Copied ' + path : 'Could not copy', !ok);
+    return;
+  }
+  try {
+    const r = await server[op === 'open' ? 'open_file' : 'reveal_file'](path);
+    toast(r && r.message ? r.message : op, !(r && r.ok));
+  } catch (e) { toast(op + ' failed: ' + e, true); }
+}
+L.act = act;
+function search() { clearTimeout(L.timer); L.timer = null; L.waiting = true; trigger('submit'); }
+function schedule() {
+  clearTimeout(L.timer); L.waiting = true; L.timer = setTimeout(search, DEBOUNCE);
+}
+function clearImage() {
+  const img = document.querySelector('#limg');
+  if (!img || !img.querySelector('img')) return false;
+  const b = img.querySelector('button[aria-label*="lear" i], button[aria-label*="emove" i]');
+  if (b) { b.click(); return true; }
+  return false;
+}
+function feedImage(files) {
+  const input = document.querySelector('#limg input[type=file]');
+  const f = Array.from(files || []).find(x => x.type && x.type.startsWith('image/'));
+  if (!input || !f) return false;
+  const dt = new DataTransfer(); dt.items.add(f);
+  input.files = dt.files;
+  input.dispatchEvent(new Event('change', {bubbles: true}));
+  return true;
+}
+function inOurPlace(el) {
+  return !el || el === document.body || el === box() || (L.root && L.root.contains(el));
+}
+function onKey(e) {
+  const b = box();
+  if (e.key === 'Escape') {
+    if (document.querySelector('.options, [role=listbox].options')) return;  // open dropdown
+    e.preventDefault();
+    if (b && b.value) { b.value = ''; b.dispatchEvent(new Event('input', {bubbles: true})); }
+    else clearImage();
+    if (b) b.focus();
+    return;
+  }
+  if (!inOurPlace(document.activeElement)) return;
+  if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    if (!rows().length) return;
+    e.preventDefault();
+    select((L.sel < 0 ? -1 : L.sel) + (e.key === 'ArrowDown' ? 1 : -1));
+  } else if (e.key === 'Enter' && !e.shiftKey && !e.altKey) {
+    e.preventDefault(); e.stopPropagation();
+    const op = (e.ctrlKey || e.metaKey) ? 'reveal' : 'open';
+    if (L.waiting) {  // typed, then Enter at once: act on the new results when they come
+      L.after = op;
+      clearTimeout(L.afterTimer);
+      L.afterTimer = setTimeout(() => { L.after = null; }, 10000);
+      if (L.timer) search();
+      return;
+    }
+    const row = current();
+    if (row) act(op, row);
+  } else if ((e.ctrlKey || e.metaKey) && e.shiftKey && (e.key === 'C' || e.key === 'c')) {
+    const row = current();
+    if (row) { e.preventDefault(); act('copy', row); }
+  }
+}
+if (!L.installed) {
+  L.installed = true;
+  document.addEventListener('keydown', e => L.onKey(e), true);
+  document.addEventListener('paste', e => {
+    const files = e.clipboardData && e.clipboardData.files;
+    if (files && files.length && !(e.target.closest && e.target.closest('#limg'))) {
+      if (L.feedImage(files)) e.preventDefault();
+    }
+  });
+  document.addEventListener('dragover', e => { e.preventDefault(); });
+  document.addEventListener('drop', e => {
+    if (e.target.closest && e.target.closest('#limg')) return;
+    e.preventDefault();
+    L.feedImage(e.dataTransfer && e.dataTransfer.files);
+  });
+  window.addEventListener('focus', () => { const b = box(); if (b) { b.focus(); b.select(); } });
+}
+L.onKey = onKey;
+L.feedImage = feedImage;
+L.search = search;
+element.addEventListener('click', e => {
+  const row = e.target.closest('.lrow');
+  if (!row) return;
+  select(Number(row.dataset.i), false);
+  const btn = e.target.closest('button[data-act]');
+  if (btn) { e.preventDefault(); act(btn.dataset.act, row); }
+});
+element.addEventListener('dblclick', e => {
+  const row = e.target.closest('.lrow');
+  if (row && !e.target.closest('button')) act('open', row);
+});
+(function hook() {
+  const b = box();
+  if (!b) { setTimeout(hook, 50); return; }
+  if (!b.dataset.lhooked) {
+    b.dataset.lhooked = '1';
+    b.setAttribute('autocomplete', 'off');
+    b.setAttribute('spellcheck', 'false');
+    b.addEventListener('input', schedule);
+    if (b.value) schedule();  // typed before this script ran
+  }
+  b.focus();
+})();
+watch('value', () => {
+  L.waiting = false;
+  L.sel = 0; select(0, false);
+  if (L.after) {
+    const op = L.after; L.after = null;
+    const row = current();
+    if (row) act(op, row);
+  }
+});
+"""
+
+
+def build_app(service: SearchService, *, options: UIOptions | None = None) -> gr.Blocks:
+    """The Gradio page; serve it with ``serve`` (or ``create_server_app``)."""
+    gr = _gradio()
+    opts = options or UIOptions()
+    renders = itertools.count(1)
+
+    def open_file(path: Any) -> dict[str, Any]:
+        return _act(service, "open", path)
+
+    def reveal_file(path: Any) -> dict[str, Any]:
+        return _act(service, "reveal", path)
+
+    def run_search(
+        text: str | None,
+        image: Any,
+        kinds: list[str] | None,
+        folder: str | None,
+        when: str | None,
+        after: Any,
+        before: Any,
+        min_score: float | None,
+        rerank: bool,
+    ) -> Iterator[str]:
+        try:
+            query = build_query(
+                text,
+                image,
+                kinds=kinds,
+                folder=folder,
+                when=when,
+                after=after,
+                before=before,
+                min_score=min_score,
+                top=opts.top,
+            )
+        except (ValueError, OSError) as err:
+            yield message_html(f"bad filter: {err}")
+            return
+        frames = search_stream(
+            service,
+            query,
+            rerank=bool(rerank),
+            batch=opts.rerank_batch,
+            rerank_top=opts.rerank_top,
+        )
+        for frame in frames:
+            yield f"<!-- {next(renders)} -->{frame}"  # always a new value: the page hears it
+
+    def status_html() -> str:
+        try:
+            return render_status(service.status())
+        except Exception as err:
+            log.exception("status failed")
+            return f'<div class="lstat lbad">status unavailable: {esc(err)}</div>'
+
+    def reindex() -> str:
+        try:
+            service.reindex()
+        except Exception as err:
+            log.exception("reindex failed")
+            return f'<div class="lstat lbad">re-index failed: {esc(err)}</div>'
+        return status_html()
+
+    can_rerank = _can_rerank(service)
+    with gr.Blocks(title=opts.title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        with gr.Column(elem_id="lapp"):
+            with gr.Row(elem_id="lbar", equal_height=True):
+                query = gr.Textbox(
+                    elem_id="lq",
+                    show_label=False,
+                    container=False,
+                    lines=1,
+                    max_lines=1,
+                    placeholder="Search your files…",
+                    autofocus=True,
+                    scale=6,
+                )
+                image = gr.Image(
+                    elem_id="limg",
+                    type="pil",
+                    sources=["upload", "clipboard"],
+                    show_label=False,
+                    container=False,
+                    height=64,
+                    scale=0,
+                    min_width=64,
+                    buttons=[],
+                    label="Image query (drop, paste or click)",
+                )
+            with gr.Row(elem_id="lctl"):
+                rerank = gr.Checkbox(
+                    label="Rerank" if can_rerank else "Rerank (no reranker available)",
+                    value=False,
+                    interactive=can_rerank,
+                    elem_id="lrerank",
+                    container=False,
+                    scale=0,
+                    min_width=120,
+                )
+                status = gr.HTML(status_html(), elem_id="lstatus", js_on_load=None)
+                reindex_btn = gr.Button(
+                    "Re-index", size="sm", elem_id="lreindex", scale=0, min_width=90
+                )
+            with gr.Accordion("Filters", open=False, elem_id="lfilters"):
+                kinds = gr.CheckboxGroup(list(KINDS), label="Kind", elem_id="lkinds")
+                with gr.Row():
+                    folder = gr.Textbox(
+                        label="Folder", placeholder="only under this folder", elem_id="lfolder"
+                    )
+                    when = gr.Dropdown(
+                        list(WHEN_CHOICES), value="any time", label="Modified", elem_id="lwhen"
+                    )
+                with gr.Row():
+                    after = gr.DateTime(
+                        label="Modified after",
+                        include_time=False,
+                        type="datetime",
+                        elem_id="lafter",
+                    )
+                    before = gr.DateTime(
+                        label="Modified before",
+                        include_time=False,
+                        type="datetime",
+                        elem_id="lbefore",
+                    )
+                    min_score = gr.Slider(
+                        0.0, 1.0, value=0.0, step=0.01, label="Min score", elem_id="lminscore"
+                    )
+            results = gr.HTML(
+                HINT_HTML,
+                elem_id="lresults",
+                js_on_load=JS_ON_LOAD.replace("__DEBOUNCE__", str(int(opts.debounce_ms))),
+                server_functions=[open_file, reveal_file],
+                apply_default_css=False,
+            )
+        inputs = [query, image, kinds, folder, when, after, before, min_score, rerank]
+        common: dict[str, Any] = {
+            "inputs": inputs,
+            "outputs": results,
+            "concurrency_id": "search",
+            "concurrency_limit": 1,
+            "api_visibility": "private",
+            "show_progress": "hidden",
+        }
+        searches = [results.submit(run_search, trigger_mode="always_last", **common)]
+        for comp in (image, kinds, when, rerank, min_score):
+            searches.append(comp.change(run_search, trigger_mode="always_last", **common))
+        for comp in (folder, after, before):
+            searches.append(comp.submit(run_search, trigger_mode="always_last", **common))
+        # a keystroke stops a running search (e.g. a slow rerank) before the debounced one
+        query.input(None, None, None, cancels=searches, api_visibility="private")
+        timer = gr.Timer(opts.status_every)
+        timer.tick(status_html, None, status, api_visibility="private", show_progress="hidden")
+        reindex_btn.click(reindex, None, status, api_visibility="private")
+    return demo
+
+
+def _can_rerank(service: SearchService) -> bool:
+    try:
+        return bool(service.can_rerank)
+    except Exception:
+        log.exception("can_rerank failed")
+        return False
+
+
+def _act(service: SearchService, op: str, path: Any) -> dict[str, Any]:
+    """Open or reveal ``path`` if it is in the index; a message for the page either way."""
+    from . import opener
+
+    if isinstance(path, (list, tuple)) and len(path) == 1:
+        path = path[0]
+    ok_path = servable_path(service, path)
+    if ok_path is None:
+        return {"ok": False, "message": "not in the index"}
+    try:
+        if op == "open":
+            opener.open_path(ok_path)
+            return {"ok": True, "message": f"Opened {Path(ok_path).name}"}
+        opener.reveal_path(ok_path)
+        return {"ok": True, "message": f"Revealed {Path(ok_path).name}"}
+    except LauncherError as err:
+        return {"ok": False, "message": str(err)}
+
+
+def page_kwargs() -> dict[str, Any]:
+    """Theme and CSS for mounting the page (Gradio 6 takes them at launch/mount time)."""
+    gr = _gradio()
+    system = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
+    theme = gr.themes.Default(font=system, font_mono=mono, radius_size="md")
+    return {"theme": theme, "css": CSS}
+
+
+# --------------------------------------------------------------------------- server app
+
+_FILE_ROUTE = re.compile(r"^/(?:gradio_api/)?file[=/](.*)$", re.IGNORECASE | re.DOTALL)
+_BLOCKED_ROUTE = re.compile(
+    r"^/(?:gradio_api/)?(?:proxy=|mcp|monitoring|docs|redoc|openapi\.json|vibe|undo-vibe"
+    r"|process_recording|deep_link|run-history|profiling|dev/reload)",
+    re.IGNORECASE,
+)
+
+
+def _inside(path: str, folder: Path) -> bool:
+    if not path or "\x00" in path or "://" in path or path.startswith("//"):
+        return False
+    try:
+        base = folder.resolve()
+        raw = Path(os.path.abspath(path))
+        real = raw.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return raw.is_relative_to(base) and real.is_relative_to(base)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        import ipaddress
+
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_server_app(
+    service: SearchService,
+    blocks: gr.Blocks | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    instance: str = "",
+    upload_dir: Path | None = None,
+    options: UIOptions | None = None,
+) -> FastAPI:
+    """FastAPI app: ``/thumb``, ``/healthz``, the guards, and the page mounted at ``/``.
+
+    Gradio's uploads go to ``upload_dir`` (a new private folder if None); its file routes
+    serve nothing else.
+    """
+    gr = _gradio()
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    folder = upload_dir or _new_run_dir()
+    loopback = is_loopback(host)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def guard(request, call_next):
+        if loopback and not _host_ok(request.headers.get("host", "")):
+            return Response("forbidden host", status_code=403)  # DNS rebinding
+        if not _same_origin(request.headers):
+            return Response("cross-site request refused", status_code=403)  # CSRF
+        route = request.scope.get("path", "")
+        m = _FILE_ROUTE.match(route)
+        if m and not _inside(m.group(1), folder):
+            return Response("not found", status_code=404)
+        if _BLOCKED_ROUTE.match(route):
+            return Response("not found", status_code=404)
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.get("/thumb", response_model=None)
+    def thumb(path: str = "", size: int = THUMB_SIZE):
+        ok_path = servable_path(service, path)
+        if ok_path is None:
+            return Response("not found", status_code=404)
+        try:
+            data = service.thumbnail(ok_path, max(16, min(int(size), 512)))
+        except Exception:
+            log.exception("thumbnail failed")
+            data = None
+        if not data:
+            return Response("not found", status_code=404)
+        headers = {"Cache-Control": "private, max-age=300"}
+        return Response(data, media_type="image/png", headers=headers)
+
+    @app.get("/healthz", response_model=None)
+    def healthz():
+        return JSONResponse({"app": "launcher", "instance": instance})
+
+    with _gradio_temp(folder):  # the components and Gradio's app take their upload dir now
+        blocks = blocks if blocks is not None else build_app(service, options=options)
+        gr.mount_gradio_app(
+            app,
+            blocks,
+            path="/",
+            server_name=host,
+            server_port=port,
+            footer_links=[],
+            run_history=False,
+            allowed_paths=[],
+            blocked_paths=[],
+            show_error=False,
+            ssr_mode=False,
+            pwa=False,
+            mcp_server=False,
+            enable_monitoring=False,
+            max_file_size="50mb",
+            **page_kwargs(),
+        )
+    return app
+
+
+def _same_origin(headers: Any) -> bool:
+    """Refuse what another web site makes the browser send (forms, images, fetches).
+
+    Browsers label requests with Sec-Fetch-Site and Origin; clients without them pass.
+    """
+    site = headers.get("sec-fetch-site")
+    if site and site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    return urllib.parse.urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
+def _host_ok(header: str) -> bool:
+    host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+    return is_loopback(host.strip())
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@dataclass
+class RunningUI:
+    """A page being served in the background."""
+
+    url: str
+    host: str
+    port: int
+    hotkey: HotkeyHandle | HotkeyUnavailable | None = None
+    warnings: list[str] = field(default_factory=list)
+    instance: str = ""
+    upload_dir: Path | None = None  # this run's uploads, deleted by close()
+    focuser: Focuser | None = None
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _sock: socket.socket | None = None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The address the listening socket is bound to (None once closed)."""
+        if self._sock is None or self._sock.fileno() < 0:
+            return None
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def focus(self) -> str:
+        """Bring the page to the front (open it the first time)."""
+        if self.focuser is None:
+            self.focuser = Focuser(self.url)
+        return self.focuser()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the server stops (Ctrl+C raises KeyboardInterrupt here)."""
+        if self._thread is None:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            self._thread.join(0.2)
+
+    def close(self) -> None:
+        """Stop the hotkey and the server."""
+        if isinstance(self.hotkey, HotkeyHandle):
+            self.hotkey.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.upload_dir is not None:
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
+
+    def __enter__(self) -> RunningUI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _bind(host: str, port: int | None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    addr = host.strip("[]")
+    candidates = [port] if port is not None else [DEFAULT_PORT, 0]
+    last: OSError | None = None
+    for p in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if sys.platform.startswith("linux"):  # rebind over TIME_WAIT; never share a port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr, p))
+        except OSError as err:
+            sock.close()
+            last = err
+            continue
+        sock.listen(128)
+        return sock
+    if port is not None:
+        raise UIError(f"cannot listen on {host}:{port}: {last.strerror if last else ''}")
+    raise UIError(f"cannot listen on {host}: {last}")
+
+
+def serve(
+    service: SearchService,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = None,
+    open_browser: bool = True,
+    hotkey: str | None = DEFAULT_HOTKEY,
+    options: UIOptions | None = None,
+    start_timeout: float = 60.0,
+) -> RunningUI:
+    """Serve the page in a background thread; returns once it answers."""
+    import uvicorn
+
+    opts = options or UIOptions()
+    instance = secrets.token_hex(8)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    url_host = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
+    if host in ("0.0.0.0", "::", "[::]"):
+        url_host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    url = f"http://{url_host}:{bound_port}/"
+    warnings: list[str] = []
+    if not is_loopback(host):
+        warnings.append(
+            f"listening on {host}:{bound_port}: anyone who can reach this address can search "
+            "and open your files"
+        )
+    run_dir = _new_run_dir()
+    try:
+        app = create_server_app(
+            service, host=host, port=bound_port, instance=instance, upload_dir=run_dir, options=opts
+        )
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+        server = uvicorn.Server(config)
+    except BaseException:
+        sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="launcher-ui", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(5)
+            sock.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise UIError("the UI server did not start (see the log)")
+        time.sleep(0.02)
+    ui = RunningUI(
+        url=url,
+        host=host,
+        port=bound_port,
+        warnings=warnings,
+        instance=instance,
+        upload_dir=run_dir,
+        _server=server,
+        _thread=thread,
+        _sock=sock,
+    )
+    ui.focuser = Focuser(url)
+    if hotkey:
+        from .hotkey import start_hotkey
+
+        ui.hotkey = start_hotkey(hotkey, ui.focus)
+    if open_browser:
+        ui.focus()
+    return ui
+
+
+# --------------------------------------------------------------------------- one instance
+
+
+def instance_file() -> Path:
+    return paths.data_dir() / "ui.json"
+
+
+def write_instance(ui: RunningUI) -> None:
+    path = paths.ensure(paths.data_dir()) / "ui.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": ui.url, "instance": ui.instance, "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+def clear_instance(ui: RunningUI) -> None:
+    path = instance_file()
+    try:
+        if json.loads(path.read_text()).get("instance") == ui.instance:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def running_instance(timeout: float = 1.0) -> str | None:
+    """The URL of a UI already running for this user (it answers /healthz), else None."""
+    try:
+        info = json.loads(instance_file().read_text())
+        url, token = str(info["url"]), str(info["instance"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http" or not parsed.hostname or not is_loopback(parsed.hostname):
+        return None  # only ever probe our own loopback server
+    try:
+        req = urllib.request.Request(url.rstrip("/") + "/healthz")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            data = json.loads(resp.read(4096))
+    except (OSError, ValueError):
+        return None
+    return url if data.get("app") == "launcher" and data.get("instance") == token else None
+
+
+# --------------------------------------------------------------------------- command
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``launch`` command's flags."""
+    parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}, else any free)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default 127.0.0.1; anything else exposes your files)",
+    )
+    parser.add_argument("--no-browser", action="store_true", help="don't open a browser")
+    parser.add_argument(
+        "--hotkey",
+        default=DEFAULT_HOTKEY,
+        metavar="COMBO",
+        help=f"global hotkey, pynput syntax (default {DEFAULT_HOTKEY}; 'off' to disable)",
+    )
+
+
+def run_launch(
+    service_factory: Callable[[], SearchService],
+    args: argparse.Namespace,
+    *,
+    echo: Callable[[str], None] | None = None,
+) -> int:
+    """``launch``: focus a running UI, or start one and serve until Ctrl+C."""
+    say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    existing = running_instance()
+    if existing and args.port is None:
+        how = Focuser(existing, opened=True)() if not args.no_browser else "found"
+        say(f"launcher: already running at {existing} ({how})")
+        return 0
+    host = args.host or DEFAULT_HOST
+    combo = None if str(args.hotkey).lower() in ("off", "none", "") else args.hotkey
+    service = service_factory()
+    ui = serve(service, host=host, port=args.port, open_browser=not args.no_browser, hotkey=combo)
+    for warning in ui.warnings:
+        say(f"launcher: WARNING: {warning}")
+    say(f"launcher: search at {ui.url}  (Ctrl+C to stop)")
+    if ui.hotkey is not None:
+        say(f"launcher: {ui.hotkey}")
+    write_instance(ui)
+    try:
+        ui.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C: still clean up
+            ui.close()
+        clear_instance(ui)
+        close = getattr(service, "close", None)
+        if callable(close):
+            close()
+    return 0
