@@ -27,13 +27,11 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from ui_fake import FakeService
 
-from ui_fake import FakeService  # noqa: E402
-
-from launcher import opener, ui  # noqa: E402
-from launcher.hotkey import DEFAULT_HOTKEY, HotkeyUnavailable  # noqa: E402
-from launcher.query import Hit, IndexStatus  # noqa: E402
+from launcher import opener, ui
+from launcher.hotkey import DEFAULT_HOTKEY, HotkeyUnavailable
+from launcher.query import Hit, IndexStatus
 
 HAVE_GRADIO = importlib.util.find_spec("gradio") is not None
 HAVE_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
