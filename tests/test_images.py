@@ -12,7 +12,9 @@ from launcher import images
 from launcher.errors import ImageError
 
 
-def official_smart_resize(height, width, factor=32, min_pixels=4 * 32 * 32, max_pixels=1800 * 32 * 32):
+def official_smart_resize(
+    height, width, factor=32, min_pixels=4 * 32 * 32, max_pixels=1800 * 32 * 32
+):
     # qwen_vl_utils.vision_process.smart_resize, restated independently
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
@@ -29,7 +31,17 @@ def official_smart_resize(height, width, factor=32, min_pixels=4 * 32 * 32, max_
 
 @pytest.mark.parametrize(
     "h,w",
-    [(48, 48), (80, 80), (16, 16), (1, 100), (112, 208), (4000, 3000), (2000, 31), (1080, 1920), (33, 47)],
+    [
+        (48, 48),
+        (80, 80),
+        (16, 16),
+        (1, 100),
+        (112, 208),
+        (4000, 3000),
+        (2000, 31),
+        (1080, 1920),
+        (33, 47),
+    ],
 )
 def test_smart_resize_matches_official(h, w):
     assert images.smart_resize(h, w) == official_smart_resize(h, w)

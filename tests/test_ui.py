@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ui_fake import FakeService
 
 from launcher import opener, ui
