@@ -332,9 +332,7 @@ class Store:
     COMPACT_MIN_DEAD_ROWS = 1024
     MAX_SEGMENTS = 64
 
-    def __init__(
-        self, directory: Path, identity: dict[str, Any] | None, dims: int, writable: bool
-    ):
+    def __init__(self, directory: Path, identity: dict[str, Any] | None, dims: int, writable: bool):
         self.directory = directory
         self.identity = identity
         self.dims = dims
