@@ -32,6 +32,7 @@ log = logging.getLogger("launcher")
 QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
 EXACT_MIN_CHARS = 3
 SHORTLIST = 200  # semantic candidates whose text is checked for an exact match
+SHORTLIST_ROWS_PER_FILE = 20  # first-pass rows kept per wanted file (large indexes)
 RERANK_TOP = 10
 TEXT_KINDS = {"text", "code", "markdown", "html"}
 KIND_GROUPS = {
@@ -158,12 +159,13 @@ class Searcher:
         ):
             tables = self._tables = _tables(snap)
         qvec = self.query_vector(query, snap.dims)
-        scores = snap.scores(qvec)
         allowed = self._file_mask(tables, query)
-        row_ok = allowed[tables.row_file]
-        scores = np.where(row_ok, scores, -np.inf)
+        want = max(query.top, SHORTLIST)
+        scores = snap.search_scores(
+            qvec, shortlist=want * SHORTLIST_ROWS_PER_FILE, row_mask=allowed[tables.row_file]
+        )
 
-        best = self._fold(scores, tables, want=max(query.top, SHORTLIST))
+        best = self._fold(scores, tables, want=want)
         exact = self._exact(query.text, tables, best, allowed)
         hits: list[Hit] = []
         for fi in set(best) | set(exact):

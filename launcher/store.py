@@ -68,6 +68,11 @@ ROLES = ("card", "chunk")
 # An mtime this close to the time the file was read may hide a later write in the same
 # timestamp tick (coarse file systems): such a file is re-checked by hash next run.
 RACY_NS = 2_000_000_000
+# Large indexes are ranked in two passes: the first COARSE_DIMS dims (Matryoshka
+# truncation, renormalised) pick a shortlist, full dims order it (bench/run.py measures
+# speed and recall against an exact scan).
+COARSE_DIMS = 256
+COARSE_MIN_ROWS = 50_000
 
 
 def default_dir() -> Path:
@@ -260,6 +265,8 @@ class Snapshot:
         self._lock = threading.Lock()
         self._owners: list[tuple[FileRecord, RowRef]] | None = None
         self._matrix: np.ndarray | None = None
+        self._coarse: np.ndarray | None = None
+        self._coarse_lock = threading.Lock()
 
     @property
     def files(self) -> tuple[FileRecord, ...]:
@@ -294,12 +301,57 @@ class Snapshot:
     def scores(self, query: np.ndarray, block: int = 16384) -> np.ndarray:
         """Cosine scores of a unit-norm query against every row of ``matrix()`` (float32)."""
         m = self.matrix()
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dims:
-            raise ValueError(f"query has {q.shape[0]} dims, the index {self.dims}")
+        q = self._check_query(query)
         out = np.empty(m.shape[0], dtype=np.float32)
         for start in range(0, m.shape[0], block):
             out[start : start + block] = m[start : start + block].astype(np.float32) @ q
+        return out
+
+    def _check_query(self, query: np.ndarray) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dims:
+            raise ValueError(f"query has {q.shape[0]} dims, the index {self.dims}")
+        return q
+
+    def coarse(self) -> np.ndarray | None:
+        """The first ``COARSE_DIMS`` dims of every row, renormalised, float32 (Matryoshka):
+        built once per snapshot for large indexes, None for small ones."""
+        if len(self) < COARSE_MIN_ROWS or self.dims <= COARSE_DIMS:
+            return None
+        m = self.matrix()
+        with self._coarse_lock:
+            if self._coarse is None:
+                out = np.empty((m.shape[0], COARSE_DIMS), dtype=np.float32)
+                for start in range(0, m.shape[0], 65536):
+                    part = m[start : start + 65536, :COARSE_DIMS].astype(np.float32)
+                    part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+                    out[start : start + 65536] = part
+                self._coarse = out
+            return self._coarse
+
+    def search_scores(
+        self, query: np.ndarray, *, shortlist: int, row_mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores for ranking: exact cosine for every row of a small index; for a large one,
+        a Matryoshka first pass over ``coarse()`` keeps the ``shortlist`` best rows, which are
+        then scored exactly at full dims. Rows left out (or masked) score ``-inf``."""
+        q = self._check_query(query)
+        coarse = self.coarse()
+        if coarse is None:
+            out = self.scores(q)
+            if row_mask is not None:
+                out[~row_mask] = -np.inf
+            return out
+        qc = q[:COARSE_DIMS] / max(float(np.linalg.norm(q[:COARSE_DIMS])), 1e-12)
+        first = coarse @ qc
+        if row_mask is not None:
+            first[~row_mask] = -np.inf
+        k = min(shortlist, first.shape[0])
+        rows = np.argpartition(-first, k - 1)[:k]
+        rows = rows[np.isfinite(first[rows])]
+        rows = np.sort(rows)  # in order: gathers from the memory-mapped rows sequentially
+        out = np.full(first.shape[0], -np.inf, dtype=np.float32)
+        out[rows] = self.matrix()[rows].astype(np.float32) @ q
         return out
 
 
