@@ -315,7 +315,10 @@ class QwenEngine:
             else:
                 ctx.clear()
                 starts = [0] * len(seqs)
-            rows = ctx.decode([t[k:] for t, k in zip(seqs, starts, strict=True)], start=starts)
+            if len(seqs) == 1:
+                rows = [ctx.decode_last(seqs[0][starts[0] :], starts[0])]
+            else:
+                rows = ctx.decode([t[k:] for t, k in zip(seqs, starts, strict=True)], start=starts)
             for i, toks in enumerate(seqs):
                 ctx.remember(i, toks)
             return [self._read(ctx, s, rows[s]) for s in range(len(seqs))]
@@ -343,6 +346,7 @@ class QwenEngine:
             ctx = self._context(1, total)
             n_past, row = 0, -1
             pending = iter(chunks)
+            last = len(item.runs) - 1
             for i, run in enumerate(item.runs):
                 if isinstance(run, list):
                     skip = 0
@@ -350,14 +354,25 @@ class QwenEngine:
                         skip = ctx.reuse(0, run)
                     elif i == 0:
                         ctx.clear()
-                    row = ctx.decode([run[skip:]], start=[n_past + skip])[0]
+                    if i == last:
+                        row = ctx.decode_last(run[skip:], n_past + skip)
+                    else:
+                        ctx.set_outputs(False)  # nothing before the last token is read
+                        try:
+                            row = ctx.decode([run[skip:]], start=[n_past + skip])[0]
+                        finally:
+                            ctx.set_outputs(True)
                     if i == 0:
                         ctx.remember(0, run)
                     n_past += len(run)
                 else:
                     if i == 0:
                         ctx.clear()
-                    n_past = vision.eval(ctx, next(pending), n_past, 0, logits_last=False)
+                    ctx.set_outputs(False)
+                    try:
+                        n_past = vision.eval(ctx, next(pending), n_past, 0, logits_last=False)
+                    finally:
+                        ctx.set_outputs(True)
                     row = -1
             return self._read(ctx, 0, row)
         except EngineError:

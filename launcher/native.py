@@ -26,6 +26,9 @@ _LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
 _log_state = {"verbose": False, "installed": False}
 _log_lock = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
+# Below this many tokens, splitting off the last token costs more than the skipped
+# vocabulary projection saves (bench/run.py).
+LAST_ONLY_MIN = 48
 
 
 def _on_log(level: int, text: bytes | None, _user: Any) -> None:
@@ -219,6 +222,7 @@ class Context:
         self.n_batch = int(ll.llama_n_batch(ptr))
         self.n_ctx_seq = self.n_ctx // shape.n_seq
         self.embeddings = embeddings
+        self._outputs = True
         # The text tokens each sequence holds in its KV cells from position 0 (prefix reuse).
         self._cached: list[list[int]] = [[] for _ in range(shape.n_seq)]
 
@@ -265,7 +269,7 @@ class Context:
             raise EngineError(f"batch of {total} tokens exceeds n_batch={self.n_batch}")
         starts = list(start) if start is not None else [0] * len(seqs)
         for s, toks in enumerate(seqs):
-            if starts[s] + len(toks) > self.n_ctx_seq:
+            if toks and starts[s] + len(toks) > self.n_ctx_seq:
                 raise EngineError(
                     f"sequence of {starts[s] + len(toks)} tokens exceeds its {self.n_ctx_seq} cells"
                 )
@@ -279,9 +283,12 @@ class Context:
                     batch.pos[i] = starts[s] + j
                     batch.n_seq_id[i] = 1
                     batch.seq_id[i][0] = s
-                    batch.logits[i] = 1 if (self.embeddings or j == len(toks) - 1) else 0
+                    if self.embeddings:  # pooled embeddings need every token as an output
+                        batch.logits[i] = 1 if self._outputs else 0
+                    else:
+                        batch.logits[i] = 1 if j == len(toks) - 1 else 0
                     i += 1
-                last_rows.append(i - 1)
+                last_rows.append(i - 1 if toks else -1)
             batch.n_tokens = total
             rc = ll.llama_decode(self.ptr, batch)
         finally:
@@ -289,6 +296,31 @@ class Context:
         if rc != 0:
             raise EngineError(f"llama_decode failed ({rc}): {recent_log() or 'no details'}")
         return last_rows
+
+    def set_outputs(self, on: bool) -> None:
+        """In an embeddings context, whether decodes produce outputs at all. Off, llama.cpp
+        skips the vocabulary projection it otherwise runs for every token (about a fifth
+        of the compute); the cells are filled the same."""
+        if self.embeddings:
+            _backend().llama_set_embeddings(self.ptr, on)
+            self._outputs = on
+
+    def decode_last(self, tokens: Sequence[int], start: int, *, seq: int = 0) -> int:
+        """Decode one sequence's tokens where only the last one's output is read: all but
+        the last without outputs, then the last alone. Returns the output row."""
+        if self.embeddings and len(tokens) > LAST_ONLY_MIN:
+            self.set_outputs(False)
+            try:
+                self._decode_one(tokens[:-1], start, seq)
+            finally:
+                self.set_outputs(True)
+            return self._decode_one(tokens[-1:], start + len(tokens) - 1, seq)
+        return self._decode_one(tokens, start, seq)
+
+    def _decode_one(self, tokens: Sequence[int], start: int, seq: int) -> int:
+        seqs: list[Sequence[int]] = [[] for _ in range(seq)] + [tokens]
+        starts = [0] * seq + [start]
+        return self.decode(seqs, start=starts)[seq]
 
     def seq_embedding(self, seq: int, n: int) -> np.ndarray:
         """The pooled output of sequence ``seq`` (n floats: n_embd, or n_cls_out for RANK)."""

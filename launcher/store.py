@@ -314,27 +314,21 @@ class Snapshot:
         return q
 
     def coarse(self) -> np.ndarray | None:
-        """The first ``COARSE_DIMS`` dims of every row, renormalised, float32 (Matryoshka):
-        built once per snapshot for large indexes, None for small ones."""
+        """The first-pass matrix of a large index (see ``build_coarse``), built once per
+        snapshot; None for small ones, which are scanned exactly."""
         if len(self) < COARSE_MIN_ROWS or self.dims <= COARSE_DIMS:
             return None
         m = self.matrix()
         with self._coarse_lock:
             if self._coarse is None:
-                out = np.empty((m.shape[0], COARSE_DIMS), dtype=np.float32)
-                for start in range(0, m.shape[0], 65536):
-                    part = m[start : start + 65536, :COARSE_DIMS].astype(np.float32)
-                    part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
-                    out[start : start + 65536] = part
-                self._coarse = out
+                self._coarse = build_coarse(m)
             return self._coarse
 
     def search_scores(
         self, query: np.ndarray, *, shortlist: int, row_mask: np.ndarray | None = None
     ) -> np.ndarray:
-        """Scores for ranking: exact cosine for every row of a small index; for a large one,
-        a Matryoshka first pass over ``coarse()`` keeps the ``shortlist`` best rows, which are
-        then scored exactly at full dims. Rows left out (or masked) score ``-inf``."""
+        """Scores for ranking: exact cosine for every row of a small index; two passes for a
+        large one (``two_pass_scores``). Rows left out (or masked) score ``-inf``."""
         q = self._check_query(query)
         coarse = self.coarse()
         if coarse is None:
@@ -342,17 +336,42 @@ class Snapshot:
             if row_mask is not None:
                 out[~row_mask] = -np.inf
             return out
-        qc = q[:COARSE_DIMS] / max(float(np.linalg.norm(q[:COARSE_DIMS])), 1e-12)
-        first = coarse @ qc
-        if row_mask is not None:
-            first[~row_mask] = -np.inf
-        k = min(shortlist, first.shape[0])
-        rows = np.argpartition(-first, k - 1)[:k]
-        rows = rows[np.isfinite(first[rows])]
-        rows = np.sort(rows)  # in order: gathers from the memory-mapped rows sequentially
-        out = np.full(first.shape[0], -np.inf, dtype=np.float32)
-        out[rows] = self.matrix()[rows].astype(np.float32) @ q
-        return out
+        return two_pass_scores(self.matrix(), coarse, q, shortlist=shortlist, row_mask=row_mask)
+
+
+def build_coarse(matrix: np.ndarray, dims: int | None = None) -> np.ndarray:
+    """The first ``dims`` dims of every row, renormalised, float32 (Matryoshka truncation)."""
+    d = dims or COARSE_DIMS
+    out = np.empty((matrix.shape[0], d), dtype=np.float32)
+    for start in range(0, matrix.shape[0], 65536):
+        part = matrix[start : start + 65536, :d].astype(np.float32)
+        part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+        out[start : start + 65536] = part
+    return out
+
+
+def two_pass_scores(
+    matrix: np.ndarray,
+    coarse: np.ndarray,
+    query: np.ndarray,
+    *,
+    shortlist: int,
+    row_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """A first pass over ``coarse`` keeps the ``shortlist`` best rows, which are then scored
+    exactly at full dims; every other row scores ``-inf``."""
+    q = np.asarray(query, dtype=np.float32)
+    d = coarse.shape[1]
+    qc = q[:d] / max(float(np.linalg.norm(q[:d])), 1e-12)
+    first = coarse @ qc
+    if row_mask is not None:
+        first[~row_mask] = -np.inf
+    k = min(shortlist, first.shape[0])
+    rows = np.argpartition(-first, k - 1)[:k]
+    rows = np.sort(rows[np.isfinite(first[rows])])  # in order: sequential reads of the rows
+    out = np.full(first.shape[0], -np.inf, dtype=np.float32)
+    out[rows] = matrix[rows].astype(np.float32) @ q
+    return out
 
 
 def _gather(segments: Sequence[_Segment], rows: np.ndarray, dims: int) -> np.ndarray:

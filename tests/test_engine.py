@@ -248,3 +248,21 @@ def test_mmproj_errors(tmp_path, tiny_models):
         Embedder(tiny_models.embedding, tiny_models.mmproj_other_width)
     with pytest.raises(WrongArchitecture, match="vision projector"):
         Embedder(tiny_models.embedding, tiny_models.embedding)
+
+
+def test_last_token_only_output_equals_full_output(tiny_models, monkeypatch):
+    """Decoding all but the last token without outputs (no vocabulary projection) gives
+    the same vector as a decode where every token is an output."""
+    from launcher import native
+
+    long_text = "a long note about the budget and the garden " * 20
+    pic = picture(11)
+    items = [long_text, EmbedInput(text=long_text, images=(pic,))]
+    with Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2) as e:
+        e.prefix_cache = False
+        monkeypatch.setattr(native, "LAST_ONLY_MIN", 10**9)  # never split
+        whole = [e.embed([x])[0] for x in items]
+        monkeypatch.setattr(native, "LAST_ONLY_MIN", 1)  # always split
+        split = [e.embed([x])[0] for x in items]
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -3,24 +3,19 @@ the real engine, the live watcher. Only the final OS call of Open is replaced.""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
+from test_ui import CHROMIUM as CHROMIUM
+from test_ui import CHROMIUM_ARGS as ARGS
 
 from launcher import opener, ui
 from launcher.app import App
 from launcher.cli import main
 from launcher.service import LocalService
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 
 
 @pytest.fixture

@@ -1,0 +1,573 @@
+"""Speed and memory of launcher on this machine, with the 2B shape twin (bench/twin.py).
+
+    python bench/run.py [--quick] [--out bench/RESULTS.md] [--only a,b,...]
+
+Prints a table and writes RESULTS.md (machine, date, command, every figure a median of
+repeats, next to the issue's targets). ``--quick`` uses fewer repeats and a smaller tree
+and finishes in under 10 minutes on 2 cores.
+
+(a) raw ceiling: llama.cpp tokens/s on a 512-token sequence, output for the last token only
+(b) indexing throughput on a fixed corpus (texts of mixed lengths, images, a PDF):
+    content tokens/s and files/s, and (b)/(a)
+(c) a mixed tree: time until every file is searchable (cards) and until fully indexed
+(d) query latency p50/p95 for short text queries (warm) and an image query
+(e) vector search latency at 10k/100k/1M vectors (float16, full dims) and top-10 recall
+    against an exact float32 scan
+(f) reranking latency for the top 10
+(g) peak RSS of `index` and of `launch` (serving text; with the mmproj loaded)
+(h) cold start: `launch` until the page answers, and until the first query's results show
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TARGETS = {
+    "ratio": ">= 0.9 (b)/(a) in content tokens",
+    "query_p50": "<= 0.6 s",
+    "scan_100k": "<= 50 ms p50",
+    "scan_1m": "<= 300 ms p50",
+    "recall": ">= 0.99",
+    "launch_answer": "<= 3 s",
+    "first_query": "<= 10 s",
+    "rss_text": "<= 2.0 GB",
+    "rss_mmproj": "<= 3.0 GB",
+}
+
+
+@dataclass
+class Row:
+    key: str
+    what: str
+    value: str
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, key: str, what: str, value: str, target: str = "", ok: bool | None = None,
+            note: str = "") -> None:  # fmt: skip
+        self.rows.append(Row(key, what, value, target, ok, note))
+        mark = "" if ok is None else (" ✓" if ok else " ✗")
+        print(f"  {key:4} {what:58} {value:>16}{mark}  {target}", flush=True)
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs), p))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# -- machine ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or "unknown"
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and cpu in ("", "unknown", platform.machine()):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    f = line.split(":", 1)[1].split()
+                    flags = ", ".join(x for x in ("avx2", "avx512f", "fma", "f16c") if x in f)
+                    break
+    except OSError:
+        pass
+    import llama_cpp
+
+    from launcher.native import physical_cores
+
+    return {
+        "cpu": cpu,
+        "flags": flags,
+        "cores": f"{physical_cores()} physical / {os.cpu_count()} logical",
+        "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        "python": platform.python_version(),
+        "llama-cpp-python": llama_cpp.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# -- corpora ------------------------------------------------------------------------------
+
+WORDS = [
+    "budget",
+    "meeting",
+    "invoice",
+    "garden",
+    "tomato",
+    "river",
+    "server",
+    "deploy",
+    "error",
+    "passport",
+    "holiday",
+    "report",
+    "revenue",
+    "costs",
+    "plumber",
+    "kitchen",
+    "lisbon",
+    "tram",
+    "soup",
+    "basil",
+    "chart",
+    "sales",
+    "quarter",
+    "review",
+    "hiring",
+    "design",
+    "backend",
+    "database",
+    "connection",
+    "timeout",
+    "payment",
+    "photo",
+    "sunset",
+    "beach",
+    "mountain",
+    "train",
+]
+
+
+def text_of(tokens: int, rng: random.Random) -> str:
+    """About ``tokens`` Qwen tokens of plain English-like text (~1.3 tokens a word)."""
+    words = [rng.choice(WORDS) for _ in range(max(1, int(tokens / 1.3)))]
+    lines = [" ".join(words[i : i + 12]).capitalize() + "." for i in range(0, len(words), 12)]
+    return "\n".join(lines) + "\n"
+
+
+def picture(path: Path, size: tuple[int, int], seed: int) -> None:
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        c = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse([x, y, x + rng.randrange(20, 120), y + rng.randrange(20, 120)], fill=c)
+    img.save(path)
+
+
+def fixed_corpus(folder: Path, quick: bool) -> Path:
+    """(b): texts of mixed lengths, images, a PDF; the same every run."""
+    from launcher.sample import PDF_PAGES, make_pdf
+
+    rng = random.Random(42)
+    folder.mkdir(parents=True)
+    lengths = [40, 120, 300, 600] if quick else [40, 80, 120, 200, 300, 450, 600, 900, 1500]
+    for i, n in enumerate(lengths):
+        (folder / f"note-{i:02}.txt").write_text(text_of(n, rng))
+    sizes = [(256, 256)] if quick else [(256, 256), (512, 384), (640, 480)]
+    for i, size in enumerate(sizes):
+        picture(folder / f"photo-{i}.png", size, i)
+    (folder / "report.pdf").write_bytes(make_pdf(PDF_PAGES))
+    return folder
+
+
+def mixed_tree(folder: Path, files: int) -> Path:
+    """(c): mostly short notes and code, some long documents and pictures."""
+    rng = random.Random(7)
+    for i in range(files):
+        sub = folder / f"dir{i % 17:02}"
+        sub.mkdir(parents=True, exist_ok=True)
+        r = rng.random()
+        if r < 0.05:
+            picture(sub / f"img{i}.png", (160, 128), i)
+        elif r < 0.15:
+            (sub / f"long{i}.md").write_text(text_of(rng.randint(500, 1200), rng))
+        elif r < 0.35:
+            (sub / f"code{i}.py").write_text(
+                f"def f{i}(x):\n    return x * {i}  # {rng.choice(WORDS)}\n"
+            )
+        else:
+            (sub / f"note{i}.txt").write_text(text_of(rng.randint(15, 80), rng))
+    return folder
+
+
+# -- measurements -------------------------------------------------------------------------
+
+
+def bench_ceiling(twin, threads: int, repeats: int, res: Results) -> float:
+    """(a) 512 tokens, logits for the last token only (no embedding extraction)."""
+    import llama_cpp.llama_cpp as ll
+
+    from launcher import native
+
+    native.set_verbose(False)
+    model = native.Model(twin.embedding)
+    ctx = native.Context(
+        model, native.ContextShape(1, 1024), threads=threads, embeddings=False,
+        pooling=ll.LLAMA_POOLING_TYPE_NONE,
+    )  # fmt: skip
+    rng = random.Random(0)
+    tokens = model.tokenize(text_of(600, rng), special=False)[:512]
+    assert len(tokens) == 512
+    times = []
+    for _ in range(repeats):
+        ctx.clear()
+        times.append(timed(lambda: ctx.decode([tokens])))
+    ctx.close()
+    model.close()
+    tps = 512 / median(times)
+    res.add("a", "raw ceiling: 512-token prompt, last-token output", f"{tps:.1f} tok/s",
+            note=f"{median(times):.1f} s per 512 tokens")  # fmt: skip
+    return tps
+
+
+def run_index(
+    env: dict[str, str], folder: Path, progress_log: Path | None = None
+) -> tuple[dict, float, int]:
+    """`launcher.py index` in a subprocess; returns its JSON, seconds, peak RSS (bytes)."""
+    cmd = [sys.executable, str(ROOT / "launcher.py"), "index", str(folder), "--json"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _hwm(proc.pid))
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"index failed: {err.decode()[-2000:]}")
+    return json.loads(out), seconds, peak
+
+
+def _hwm(pid: int) -> int:
+    """VmHWM (peak resident set) of a process, in bytes."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def bench_indexing(env, work: Path, quick: bool, ceiling: float, res: Results) -> None:
+    """(b) and (g, index)."""
+    corpus = fixed_corpus(work / "corpus-b", quick)
+    runs = []
+    peaks = []
+    for i in range(1 if quick else 2):
+        home = work / f"home-b{i}"
+        e = {**env, "LAUNCHER_HOME": str(home)}
+        report, seconds, peak = run_index(e, corpus)
+        runs.append((report, seconds))
+        peaks.append(peak)
+    # the index run's own clock (from walk to commit) excludes Python start-up
+    tok_s = median([r["tokens"] / r["seconds"] for r, _ in runs])
+    files_s = median([r["files"] / r["seconds"] for r, _ in runs])
+    res.add("b", f"indexing: {runs[0][0]['files']} files, {runs[0][0]['tokens']} content tokens",
+            f"{tok_s:.1f} tok/s", note=f"{files_s:.3f} files/s")  # fmt: skip
+    ratio = tok_s / ceiling
+    res.add("b/a", "indexing vs raw ceiling, content tokens", f"{ratio:.2f}", TARGETS["ratio"],
+            ratio >= 0.9)  # fmt: skip
+    peak = max(peaks)
+    res.add("g", "peak RSS of `index` (fixed corpus, with mmproj)", f"{peak / 2**30:.2f} GB")
+
+
+def bench_tree(env, work: Path, files: int, res: Results) -> None:
+    """(c) time to cards for every file, and to done, via the indexer's progress."""
+    from launcher.app import App
+    from launcher.models import resolve
+    from launcher.walk import IndexSettings
+
+    tree = mixed_tree(work / "tree-c", files)
+    home = work / "home-c"
+    os.environ["LAUNCHER_HOME"] = str(home)
+    for k in ("LAUNCHER_MODEL", "LAUNCHER_MMPROJ"):
+        os.environ[k] = env[k]
+    app = App(models=resolve(roles=("embedding",)), settings=IndexSettings())
+    marks: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def progress(p) -> None:  # type: ignore[no-untyped-def]
+        if p.phase in ("chunks", "done") and "cards" not in marks:
+            marks["cards"] = time.perf_counter() - started
+
+    with app:
+        store = app.open_store()
+        indexer = app.indexer(store, on_progress=progress)
+        report = indexer.run([str(tree)])
+        indexer.close()
+        store.close()
+    total = time.perf_counter() - started
+    cards = marks.get("cards", total)
+    res.add("c", f"{files}-file mixed tree: every file searchable (cards)", f"{cards:.0f} s",
+            note=f"{report.tokens} tokens in all")  # fmt: skip
+    res.add("c", f"{files}-file mixed tree: fully indexed", f"{total:.0f} s")
+
+
+def bench_queries(twin, threads: int, quick: bool, res: Results) -> None:
+    """(d) text query p50/p95 warm; an image query; (f) rerank top 10."""
+    from launcher.embedder import Embedder
+    from launcher.inputs import EmbedInput, RerankDoc
+    from launcher.reranker import Reranker
+    from launcher.search import QUERY_INSTRUCTION
+
+    rng = random.Random(5)
+    queries = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))) for _ in range(40)]
+    n = 12 if quick else 40
+    with Embedder(twin.embedding, twin.mmproj, threads=threads) as emb:
+        emb.embed([EmbedInput(text="warm up", instruction=QUERY_INSTRUCTION)])
+        times = [timed(lambda q=q: emb.embed([EmbedInput(text=q, instruction=QUERY_INSTRUCTION)]))
+                 for q in queries[:n]]  # fmt: skip
+        p50, p95 = median(times), pct(times, 95)
+        res.add("d", f"text query, warm (p50 of {n} short queries)", f"{p50:.2f} s",
+                TARGETS["query_p50"], p50 <= 0.6, note=f"p95 {p95:.2f} s")  # fmt: skip
+        from PIL import Image
+
+        img = Image.effect_noise((512, 384), 60).convert("RGB")
+        emb.embed([EmbedInput(images=(Image.new("RGB", (64, 64)),))])  # load the mmproj
+        itimes = [timed(lambda: emb.embed([EmbedInput(images=(img,))]))
+                  for _ in range(1 if quick else 3)]  # fmt: skip
+        res.add("d", "image query, 512x384 (192 image tokens), mmproj loaded",
+                f"{median(itimes):.1f} s")  # fmt: skip
+    docs = [RerankDoc(text=text_of(rng.randint(60, 140), rng)) for _ in range(10)]
+    with Reranker(twin.reranker, threads=threads) as rr:
+        rr.score("warm up", [docs[0]])
+        rtimes = [timed(lambda: rr.score("budget review meeting", docs))
+                  for _ in range(1 if quick else 3)]  # fmt: skip
+        res.add("f", f"rerank top 10 ({rr.method}, ~100-token snippets)",
+                f"{median(rtimes):.1f} s")  # fmt: skip
+
+
+def bench_scan(quick: bool, res: Results) -> None:
+    """(e) the search path's scan at 2048 dims, float16 storage, vs exact float32."""
+    from launcher.store import COARSE_MIN_ROWS, build_coarse, two_pass_scores
+
+    dims = 2048
+    rng = np.random.default_rng(11)
+    weight = (1.0 / np.sqrt(1.0 + np.arange(dims) / 64.0)).astype(np.float32)
+    centres = (rng.standard_normal((2000, dims), dtype=np.float32) * weight).astype(np.float32)
+    for n in (10_000, 100_000, 1_000_000):
+        exact32 = np.empty((n, dims), dtype=np.float32)
+        for s in range(0, n, 50_000):
+            m = min(n, s + 50_000) - s
+            x = centres[rng.integers(0, 2000, m)] + 0.7 * (
+                rng.standard_normal((m, dims), dtype=np.float32) * weight
+            )
+            exact32[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        stored = exact32.astype(np.float16)
+        coarse = build_coarse(stored) if n >= COARSE_MIN_ROWS else None
+        qs = centres[rng.integers(0, 2000, 20)] + 0.7 * (
+            rng.standard_normal((20, dims), dtype=np.float32) * weight
+        )
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+        times, recall = [], []
+        for q in qs:
+            t = time.perf_counter()
+            if coarse is None:
+                scores = np.concatenate(
+                    [stored[s : s + 16384].astype(np.float32) @ q for s in range(0, n, 16384)]
+                )
+            else:
+                scores = two_pass_scores(stored, coarse, q, shortlist=4000)
+            top = np.argpartition(-scores, 10)[:10]
+            times.append(time.perf_counter() - t)
+            truth = np.argpartition(-(exact32 @ q), 10)[:10]
+            recall.append(len(set(top) & set(truth)) / 10)
+        p50 = median(times) * 1000
+        label = {10_000: "10k", 100_000: "100k", 1_000_000: "1M"}[n]
+        how = "exact float16 scan" if coarse is None else "256-dim first pass + 4000 rescored"
+        target = {"100k": TARGETS["scan_100k"], "1M": TARGETS["scan_1m"]}.get(label, "")
+        ok = {"100k": p50 <= 50, "1M": p50 <= 300}.get(label)
+        r = float(np.mean(recall))
+        res.add("e", f"vector search, {label} x {dims} ({how})", f"{p50:.1f} ms", target, ok,
+                note=f"top-10 recall {r:.3f} vs exact float32")  # fmt: skip
+        if label != "10k":
+            res.add("e", f"  recall of the top 10 at {label}", f"{r:.3f}", TARGETS["recall"],
+                    r >= 0.99)  # fmt: skip
+        del exact32, stored, coarse
+
+
+def bench_launch(env, work: Path, res: Results) -> None:
+    """(h) cold start in a real browser; (g) RSS of `launch` serving text, then images."""
+    from launcher.ui import DEFAULT_HOTKEY  # noqa: F401  (gradio importable)
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        res.add("h", "cold start", "skipped", note="chromium not installed")
+        return
+    home = work / "home-b0"  # the fixed corpus is indexed there
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e = {**env, "LAUNCHER_HOME": str(home)}
+    cmd = [sys.executable, str(ROOT / "launcher.py"), "launch", "--no-browser", "--hotkey",
+           "off", "--port", str(port), "--no-watch"]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/"
+    import urllib.request
+
+    answered = None
+    while time.perf_counter() - started < 120:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+                if r.status == 200:
+                    answered = time.perf_counter() - started
+                    break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        if answered is None:
+            res.add("h", "launch until the page answers", "failed")
+            return
+        res.add("h", "launch until the page answers (GET / = 200)", f"{answered:.1f} s",
+                TARGETS["launch_answer"], answered <= 3)  # fmt: skip
+        from playwright.sync_api import sync_playwright
+
+        args = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ]  # fmt: skip
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=args, headless=True)
+            page = browser.new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.wait_for_selector("#lq input, #lq textarea")
+            page.locator("#lq input, #lq textarea").first.type("report revenue", delay=10)
+            page.wait_for_selector("#lresults .lrow")
+            first = time.perf_counter() - started
+            res.add("h", "launch until the first query's results show (browser)",
+                    f"{first:.1f} s", TARGETS["first_query"], first <= 10)  # fmt: skip
+            rss_text = _hwm(proc.pid)
+            res.add("g", "peak RSS of `launch`, serving text queries", f"{rss_text / 2**30:.2f} GB",
+                    TARGETS["rss_text"], rss_text <= 2.0 * 2**30)  # fmt: skip
+            img = work / "query.png"
+            picture(img, (320, 240), 99)
+            page.set_input_files("#limg input[type=file]", str(img))
+            page.wait_for_function(
+                "document.querySelector('#lresults .lrow') !== null", timeout=300_000
+            )
+            time.sleep(1.0)
+            rss_img = _hwm(proc.pid)
+            res.add("g", "peak RSS of `launch` after an image query (mmproj loaded)",
+                    f"{rss_img / 2**30:.2f} GB", TARGETS["rss_mmproj"],
+                    rss_img <= 3.0 * 2**30)  # fmt: skip
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def write_results(path: Path, info: dict[str, str], res: Results, command: str,
+                  seconds: float) -> None:  # fmt: skip
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `{command}` in {seconds / 60:.1f} minutes. Models: the shape twin of",
+        "Qwen3-VL-Embedding-2B / -Reranker-2B built by `bench/twin.py` (random weights in the",
+        "real dimensions, real Qwen2 tokenizer, text Q4_K_M, mmproj F16). Each figure is a",
+        "median over the repeats; ✓/✗ against the targets of the speed issue.",
+        "",
+        "| machine | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    lines += ["", "| | measure | result | target | | notes |", "|---|---|---|---|---|---|"]
+    for r in res.rows:
+        mark = "" if r.ok is None else ("✓" if r.ok else "✗")
+        lines.append(f"| {r.key} | {r.what.strip()} | {r.value} | {r.target} | {mark} | {r.note} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="launcher benchmarks")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats, smaller tree (<10 min)"
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--only", default="", help="comma-separated sections, e.g. a,d,e")
+    parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+
+    def want(key: str) -> bool:
+        return not only or key in only
+
+    from twin import ensure_twin  # bench/ is on sys.path: this script's folder
+
+    started = time.perf_counter()
+    info = machine()
+    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    twin = ensure_twin()
+    from launcher.native import physical_cores
+
+    threads = physical_cores()
+    env = {**os.environ, "LAUNCHER_MODEL": str(twin.embedding), "LAUNCHER_MMPROJ": str(twin.mmproj),
+           "LAUNCHER_RERANKER": "none"}  # fmt: skip
+    res = Results()
+    work = Path(tempfile.mkdtemp(prefix="launcher-bench-"))
+    try:
+        ceiling = (
+            bench_ceiling(twin, threads, 2 if args.quick else 3, res)
+            if want("a") or want("b")
+            else 0
+        )
+        if want("b") or want("g") or want("h"):
+            bench_indexing(env, work, args.quick, ceiling or 1.0, res)
+        if want("c"):
+            bench_tree(env, work, args.tree_files or (60 if args.quick else 1000), res)
+        if want("d") or want("f"):
+            bench_queries(twin, threads, args.quick, res)
+        if want("e"):
+            bench_scan(args.quick, res)
+        if want("h") or want("g"):
+            bench_launch(env, work, res)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    command = "python bench/run.py" + (" --quick" if args.quick else "") + (
+        f" --only {args.only}" if args.only else "")  # fmt: skip
+    write_results(args.out, info, res, command, seconds)
+    print(f"wrote {args.out} in {seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
