@@ -56,7 +56,9 @@ class App:
         return self.models.require_embedding()
 
     def identity(self) -> ModelIdentity:
-        return model_identity(self.model_path, self.models.mmproj)
+        return model_identity(
+            self.model_path, self.models.mmproj, max_pixels=self.settings.image_pixel_budget
+        )
 
     def open_store(self, *, writable: bool = True, rebuild: bool = False) -> Store:
         identity = self.identity()
@@ -75,7 +77,11 @@ class App:
         with self._lock:
             if self._embedder is None:
                 self._embedder = Embedder(
-                    self.model_path, self.models.mmproj, threads=self.threads, verbose=self.verbose
+                    self.model_path,
+                    self.models.mmproj,
+                    threads=self.threads,
+                    verbose=self.verbose,
+                    max_pixels=self.settings.image_pixel_budget,
                 )
             return self._embedder
 
@@ -86,7 +92,7 @@ class App:
                 found = resolve(reranker=self.reranker_path, roles=("reranker",))
                 self._reranker = Reranker(
                     found.require_reranker(), found.reranker_mmproj, threads=self.threads,
-                    verbose=self.verbose,
+                    verbose=self.verbose, max_pixels=self.settings.image_pixel_budget,
                 )  # fmt: skip
             return self._reranker
 

@@ -294,7 +294,7 @@ class Indexer:
         )
         for (job, digest, ex), vec in zip(batch, outcomes, strict=True):
             entry = job.entry
-            tokens = _piece_tokens(ex.card, self._count_tokens)
+            tokens = _piece_tokens(ex.card, self._count_tokens, self.settings.image_pixel_budget)
             report.tokens += tokens
             timer.add_tokens(tokens)
             if isinstance(vec, InputError):
@@ -388,7 +388,7 @@ class Indexer:
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):
-                tokens = _piece_tokens(piece, self._count_tokens)
+                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
                 report.tokens += tokens
                 timer.add_tokens(tokens)
                 if isinstance(vec, np.ndarray):
@@ -426,11 +426,20 @@ class _Rate:
         return Progress(phase, self.done, self.total, path, fps, self.tokens / elapsed, eta)
 
 
-def _piece_tokens(piece: Piece, count: Callable[[str], int]) -> int:
+def _piece_tokens(piece: Piece, count: Callable[[str], int], max_pixels: int) -> int:
+    """Content tokens the model reads for a piece: its text, and its image at the size the
+    engine resizes it to."""
+    from .errors import ImageError
+    from .images import FACTOR, smart_resize
+
     tokens = count(piece.text) if piece.text else 0
     if piece.image is not None:
         w, h = piece.image.size
-        tokens += max(4, min(1800, (w * h) // 1024))
+        try:
+            rh, rw = smart_resize(h, w, max_pixels=max_pixels)
+        except ImageError:
+            return tokens
+        tokens += (rh // FACTOR) * (rw // FACTOR)
     return tokens
 
 

@@ -1144,6 +1144,50 @@ def _bind(host: str, port: int | None) -> socket.socket:
     raise UIError(f"cannot listen on {host}: {last}")
 
 
+_STARTING_HTML = (
+    b"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=1>"
+    b"<title>Launcher Search</title><body style='font:16px system-ui;margin:20vh auto;"
+    b"max-width:30em;color:#555'>Starting the search page\xe2\x80\xa6</body>"
+)
+
+
+class _StartingPage:
+    """Answers every request on ``sock`` with a self-reloading "starting" page (503) until
+    ``stop()``; the listening socket itself is left open for the real server."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._stop = threading.Event()
+        sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, name="ui-starting", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(1.0)
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html; "
+                    b"charset=utf-8\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n"
+                    % len(_STARTING_HTML)
+                    + _STARTING_HTML
+                )
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self._sock.settimeout(None)
+
+
 def serve(
     service: SearchService,
     *,
@@ -1160,10 +1204,13 @@ def serve(
     opts = options or UIOptions()
     instance = secrets.token_hex(8)
     sock = _bind(host, port)
+    # Importing gradio takes seconds: meanwhile a "starting" page answers on the socket
+    # (reloading itself), so a browser opened by the hotkey never meets a refused port.
+    starting = _StartingPage(sock)
     bound_port = sock.getsockname()[1]
     url_host = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
-    if host in ("0.0.0.0", "::", "[::]"):
-        url_host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    if host in ("0.0.0.0", "::"):
+        url_host = "127.0.0.1"
     url = f"http://{url_host}:{bound_port}/"
     warnings: list[str] = []
     if not is_loopback(host):
@@ -1181,9 +1228,11 @@ def serve(
         )
         server = uvicorn.Server(config)
     except BaseException:
+        starting.stop()
         sock.close()
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    starting.stop()  # uvicorn takes over the socket (and any connection waiting on it)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="launcher-ui", daemon=True
     )

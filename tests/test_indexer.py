@@ -245,3 +245,20 @@ def test_kill_9_mid_run_loses_nothing_committed(models_env, tmp_path):
     assert [(r.path, r.status, len(r.rows)) for r in files if r.status != "ok" or not r.rows] == []
     m = snap.matrix().astype(np.float32)
     np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=2e-3)
+
+
+def test_image_profile_sets_the_pixel_budget_and_needs_a_rebuild(models_env, tmp_path, capsys):
+    root = tmp_path / "pics"
+    root.mkdir()
+    Image.new("RGB", (900, 700), (10, 200, 30)).save(root / "big.png")
+    write_config('[index]\nimage_profile = "fast"\n')
+    run_json(capsys, "index", str(root))
+    assert run_json(capsys, "info")["model"]["max_pixels"] == 64 * 32 * 32
+    write_config('[index]\nimage_profile = "max"\n')
+    assert main(["index"]) == 1
+    assert "max_pixels" in capsys.readouterr().err
+    assert run_json(capsys, "index", "--rebuild")["added"] == 1
+    assert run_json(capsys, "info")["model"]["max_pixels"] == 1800 * 32 * 32
+    write_config('[index]\nimage_profile = "huge"\n')
+    assert main(["index"]) == 1
+    assert "image_profile must be one of fast, balanced, max" in capsys.readouterr().err
