@@ -11,8 +11,9 @@ Files are told apart by their GGUF metadata, never by their names:
   - ``qwen3vl.pooling_type == 3`` (LAST, from a sentence-transformers pooling config) ->
     ``embedding``;
   - otherwise ``general.name`` / ``general.basename`` / ``general.finetune`` / ``general.tags``
-    containing "rerank" or "embed" decide. A reranker without a rank head is listed but
-    never used: llama.cpp would give it meaningless, near-constant scores.
+    containing "rerank" or "embed" decide. A reranker without a rank head (a plain generative
+    conversion) is scored from its ``yes``/``no`` logits; discovery prefers one with a rank
+    head.
 
 * anything else -> ``unknown`` with the reason.
 
@@ -116,16 +117,16 @@ class ModelFile:
     @property
     def usable(self) -> bool:
         """True if ``resolve`` would pick this file by itself."""
-        if self.role == "reranker":
-            return self.rank_head
-        return self.role in ("embedding", "mmproj")
+        return self.role in ("embedding", "reranker", "mmproj") and not (
+            self.role == "reranker" and self.reason
+        )
 
     def describe(self) -> str:
         """A short phrase: "an embedding model", "a reranker", ..."""
         if self.role == "embedding":
             return "an embedding model"
         if self.role == "reranker":
-            return "a reranker" if self.rank_head else "a reranker without a rank head"
+            return "a reranker" if self.rank_head else "a reranker (scored by its yes/no logits)"
         if self.role == "mmproj":
             return "a vision projector (mmproj)"
         return f"not a usable model ({self.reason})" if self.reason else "not a usable model"
@@ -241,15 +242,7 @@ def _classify_lm(meta: GGUFMeta, arch: str, base: dict[str, Any]) -> ModelFile:
     if pooling == POOLING_LAST:
         return ModelFile(role="embedding", **common)
     if base["hint"] == "reranker":
-        return ModelFile(
-            role="reranker",
-            reason=(
-                f"no rank head ({arch}.pooling_type=4 and cls.output.weight): llama.cpp would "
-                "return meaningless scores; use a GGUF converted with the rank head, e.g. "
-                f"{RERANKER_REPO}"
-            ),
-            **common,
-        )
+        return ModelFile(role="reranker", **common)  # generative: yes/no logits
     if base["hint"] == "embedding":
         return ModelFile(role="embedding", **common)
     return ModelFile(
@@ -378,7 +371,7 @@ class ResolvedModels:
     def require_reranker(self) -> Path:
         """The reranker, or ``ModelNotFound`` (as ``require_embedding``)."""
         if self.reranker is None:
-            raise self._not_found("reranker (Qwen3-VL-Reranker GGUF with a rank head)", "reranker")
+            raise self._not_found("reranker (Qwen3-VL-Reranker GGUF)", "reranker")
         return self.reranker
 
     def require_mmproj(self) -> Path:
@@ -448,8 +441,8 @@ def _expect(mf: ModelFile, role: Role, source: str) -> ModelFile:
         )
         what = "an embedding model"
     elif role == "reranker":
-        ok = mf.role == "reranker" and mf.rank_head
-        what = "a reranker with a rank head"
+        ok = mf.role == "reranker" and not mf.reason
+        what = "a Qwen3-VL reranker"
     else:
         ok = mf.role == "mmproj"
         what = "a vision projector (mmproj)"
@@ -538,7 +531,10 @@ def resolve(
         lm_choice = _choice(lm_slot, flags[lm_slot], cfg)
         lm: ModelFile | None = None
         if lm_choice is None:
-            lm = next((m for m in discovered() if m.role == slot_roles[lm_slot] and m.usable), None)
+            found = [m for m in discovered() if m.role == slot_roles[lm_slot] and m.usable]
+            # a rank head gives P(yes) directly; a plain conversion needs its yes/no logits
+            found.sort(key=lambda m: not m.rank_head)
+            lm = found[0] if found else None
             if lm is not None:
                 sources[lm_slot] = "discovered"
         elif lm_choice[1] is None:

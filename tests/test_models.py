@@ -276,11 +276,19 @@ def test_classify_reranker_by_labels_only(tmp_path: Path) -> None:
     assert models.classify(p).rank_head
 
 
-def test_classify_reranker_without_rank_head_is_not_usable(tmp_path: Path) -> None:
+def test_classify_reranker_without_rank_head_is_usable_by_its_logits(tmp_path: Path) -> None:
     mf = models.classify(lm(tmp_path / "r.gguf", name="Qwen3 VL Reranker 2B"))
     assert mf.role == "reranker"
-    assert not mf.rank_head and not mf.usable
-    assert mf.reason and "rank head" in mf.reason
+    assert not mf.rank_head and mf.usable and mf.reason is None
+    assert "yes/no logits" in mf.describe()
+
+
+def test_discovery_prefers_a_rank_head_reranker(tmp_path: Path, no_repo_models: Path) -> None:
+    plain = lm(no_repo_models / "a-plain.gguf", name="Qwen3 VL Reranker 2B")
+    ranked = reranker(no_repo_models / "b-ranked.gguf")
+    assert models.resolve(roles=("reranker",)).reranker == ranked
+    ranked.unlink()
+    assert models.resolve(roles=("reranker",)).reranker == plain
 
 
 def test_classify_rank_pooling_without_cls_tensor(tmp_path: Path) -> None:
@@ -435,11 +443,10 @@ def test_resolve_wrong_roles(tmp_path: Path, no_repo_models: Path) -> None:
         models.resolve(model=llama)
     with pytest.raises(WrongArchitecture, match="not a vision projector"):
         models.resolve(model=emb, mmproj=emb)
-    with pytest.raises(WrongArchitecture, match="not a reranker"):
+    with pytest.raises(WrongArchitecture, match="not a Qwen3-VL reranker"):
         models.resolve(reranker=emb)
     unranked = lm(tmp_path / "u.gguf", name="Qwen3 VL Reranker 2B")
-    with pytest.raises(WrongArchitecture, match="without a rank head"):
-        models.resolve(reranker=unranked)
+    assert models.resolve(reranker=unranked, roles=("reranker",)).reranker == unranked
 
 
 def test_resolve_accepts_an_explicit_unmarked_qwen3vl_as_embedding(
