@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
+from .walk import human_size
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -175,7 +176,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not data["exists"]:
         print(f"No index yet (it will live in {data['index']}). Run `launcher.py index FOLDER`.")
         return 0
-    print(f"Index: {data['index']} ({_size(data['bytes'])})")
+    print(f"Index: {data['index']} ({human_size(data['bytes'])})")
     print(f"Model: {data['model'].get('model_file')} ({data['dims']} dims)")
     print("Roots:")
     for root in data["roots"]:
@@ -228,15 +229,6 @@ def _info(store: Any) -> dict[str, Any]:
         "bytes": size,
         "last_run": dataclasses.asdict(snap.stats) if snap.stats else None,
     }
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

@@ -504,7 +504,7 @@ class _Walker:
             return None
         limit = self._size_limit(name)
         if st.st_size > limit:
-            return WalkProblem(path, f"larger than the size limit ({_human(limit)})")
+            return WalkProblem(path, f"larger than the size limit ({human_size(limit)})")
         return FileEntry(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, root=root)
 
 
@@ -514,7 +514,8 @@ def _reason(err: OSError) -> str:
     return (err.strerror or type(err).__name__).lower()
 
 
-def _human(n: int) -> str:
+def human_size(n: int) -> str:
+    """``50000000`` -> ``50 MB`` (decimal units, as the config file's sizes)."""
     value = float(n)
     for unit in ("bytes", "KB", "MB", "GB"):
         if value < 1000:
