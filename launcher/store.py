@@ -205,8 +205,16 @@ def _identity_dict(identity: Any) -> dict[str, Any]:
 
 
 def _identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text[:14] + "…'" if len(text) > 24 and isinstance(value, str) else text
+
+    keys = sorted(set(old) | set(new), key=lambda k: (k.endswith("hash"), k))
+    diffs = [
+        f"{k}: {short(old.get(k))} -> {short(new.get(k))}"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
     more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
     return "; ".join(diffs[:4]) + more
 
@@ -525,7 +533,7 @@ class Store:
                     )
                     raise StoreError(
                         "the index was built with another model or settings "
-                        f"({diff}); rebuild it (--rebuild) to use this one"
+                        f"({diff}); rebuild it to use this one: launcher.py index --rebuild"
                     )
                 loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
             elif rebuild:
@@ -584,7 +592,7 @@ class Store:
         if seen_any:
             raise StoreError(
                 f"the index at {self.directory} is damaged and no earlier generation could "
-                f"be read ({'; '.join(problems)}); rebuild it (--rebuild)"
+                f"be read ({'; '.join(problems)}); rebuild it: launcher.py index --rebuild"
             )
         return None
 
@@ -632,7 +640,7 @@ class Store:
         if version < FORMAT_VERSION:
             raise StoreError(
                 f"the index at {self.directory} has the old format {version}; "
-                "rebuild it (--rebuild)"
+                "rebuild it: launcher.py index --rebuild"
             )
         try:
             dims = int(data["dims"])
