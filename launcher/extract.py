@@ -29,7 +29,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree as ET
 
 from .errors import InputError
@@ -332,9 +332,9 @@ def extract(
         size = os.stat(path).st_size
         if size == 0:
             return name_card(path, kind, settings, label="empty file")
-        if kind in ("video", "audio"):
+        if kind == "audio" or (kind == "video" and (settings.video_frames == 0 or not _av())):
             return name_card(path, kind, settings)
-        if size > settings.max_file_bytes:
+        if size > settings.max_file_bytes and kind != "video":  # a video: a few frames read
             raise ExtractError("larger than the size limit")
         return _EXTRACTORS[kind](doc)
     except OSError as err:
@@ -687,6 +687,67 @@ def _html(doc: _Doc) -> Extracted:
 
 
 @functools.cache
+def _av() -> Any:
+    """PyAV (FFmpeg's decoders, from its wheel), or None: without it videos are found by
+    name only (``pip install 'launcher[video]'``)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
+
+
+def _video(doc: _Doc) -> Extracted:
+    """A few frames, evenly spread, as pictures: the card is the middle one."""
+    av = _av()
+    try:
+        container = av.open(doc.path)
+    except (av.error.FFmpegError, OSError) as err:
+        raise ExtractError("not a readable video") from err
+    try:
+        if not container.streams.video:
+            raise ExtractError("no video stream")
+        stream = container.streams.video[0]
+        seconds = float(container.duration / 1_000_000) if container.duration else 0.0
+        if not seconds and stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        n = max(1, doc.s.video_frames)
+        frames: list[tuple[float, Image.Image]] = []
+        for i in range(n):
+            at = seconds * (i + 0.5) / n
+            if stream.time_base:
+                container.seek(int(at / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                image = frame.to_image()
+                image.thumbnail((doc.s.image_max_side, doc.s.image_max_side))
+                frames.append((at, image.convert("RGB")))
+                break
+            if not seconds:
+                break
+    except av.error.FFmpegError as err:
+        raise ExtractError(f"corrupt video ({preview_of(str(err), 60)})") from err
+    finally:
+        container.close()
+    if not frames:
+        raise ExtractError("no decodable video frames")
+    length = f"{int(seconds // 60)}:{int(seconds % 60):02}"
+    label = f"video ({length}, {stream.codec_context.name or 'video'})"
+
+    def when(t: float) -> str:
+        return f"at {int(t // 60)}:{int(t % 60):02}"
+
+    middle = len(frames) // 2
+    card = Piece("card", None, image=frames[middle][1], preview=label,
+                 locator=Locator(section=when(frames[middle][0])))  # fmt: skip
+    chunks = [
+        Piece("chunk", f"{doc.name} ({when(t)})", image=img, preview=f"frame {when(t)}",
+              locator=Locator(section=when(t)))  # fmt: skip
+        for i, (t, img) in enumerate(frames)
+        if i != middle
+    ]
+    return Extracted("video", card, chunks)
+
+
 def _heif_opener() -> bool:
     """Register pillow-heif's HEIC/HEIF opener once; False when it is not installed."""
     try:
@@ -1120,4 +1181,5 @@ _EXTRACTORS: dict[str, Callable[[_Doc], Extracted]] = {
     "image": _image,
     "pdf": _pdf,
     "office": _office,
+    "video": _video,
 }

@@ -303,7 +303,7 @@ class Searcher:
             line_end=loc.line_end if loc else None,
             mtime=rec.mtime_ns / 1e9,
             size=rec.size,
-            has_thumbnail=rec.kind in ("image", "pdf"),
+            has_thumbnail=rec.kind in ("image", "pdf", "video"),
         )
 
     def snippet(self, rec: FileRecord, loc: Any, query_text: str, limit: int = 240) -> str:

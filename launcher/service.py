@@ -183,10 +183,15 @@ class LocalService:
 
     def thumbnail(self, path: str, size: int = 256) -> bytes | None:
         rec = self._snapshot().get(path) if isinstance(path, str) else None
-        if rec is None or rec.kind not in ("image", "pdf"):
+        if rec is None or rec.kind not in ("image", "pdf", "video"):
             return None
         try:
-            image = _pdf_page(path, 1) if rec.kind == "pdf" else _open_image(path)
+            if rec.kind == "pdf":
+                image = _pdf_page(path, 1)
+            elif rec.kind == "video":
+                image = _video_frame(path, self.app.settings)
+            else:
+                image = _open_image(path)
         except (OSError, LauncherError, ValueError):
             return None
         if image is None:
@@ -210,6 +215,14 @@ def _open_image(path: str) -> Any:
     from .images import load_image, to_rgb
 
     return to_rgb(load_image(Path(path)))
+
+
+def _video_frame(path: str, settings: Any) -> Any:
+    from dataclasses import replace
+
+    from .extract import extract
+
+    return extract(path, "video", replace(settings, video_frames=1)).card.image
 
 
 def _pdf_page(path: str, page: int) -> Any:

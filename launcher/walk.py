@@ -104,6 +104,7 @@ class IndexSettings:
     pdf_render_min_chars: int = 200  # a PDF page with less text is embedded as an image
     pdf_render_px: int = 1024  # longer side of a rendered PDF page
     max_rendered_pages: int = 16
+    video_frames: int = 4  # frames read from a video, evenly spread (0: name only)
     commit_every_files: int = 64
     commit_every_seconds: float = 30.0
 

@@ -479,7 +479,7 @@ def test_corrupt_office_files_are_typed(tmp_path: Path) -> None:
 
 def test_video_and_audio_are_name_cards(tmp_path: Path) -> None:
     p = write(tmp_path / "holiday.mp4", b"\x00\x00\x00\x18ftypisom" + os.urandom(1000))
-    x = extract(p, sniff(p))
+    x = extract(p, sniff(p), IndexSettings(video_frames=0))  # frames: see the video tests
     assert x.kind == "video" and x.chunks == []
     assert x.card.text.splitlines()[0] == "holiday.mp4"
     assert "Type: video (MP4)" in x.card.text and x.card.image is None
@@ -498,3 +498,49 @@ def test_locator_labels_and_json() -> None:
     assert Locator(section="Costs", line_start=2, line_end=9).label() == "Costs, rows 2–9"
     loc = Locator(page=2, line_start=5, line_end=5)
     assert Locator.from_json(loc.to_json()) == loc
+
+
+def _write_video(path: Path, seconds: int = 3, fps: int = 10) -> None:
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mpeg4", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+    for i in range(seconds * fps):
+        arr = np.zeros((120, 160, 3), np.uint8)
+        arr[:, :, (i // fps) % 3] = 220  # red, then green, then blue: one colour a second
+        for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+
+
+def test_video_frames_become_pictures(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    _write_video(path)
+    x = extract(path, sniff(path), IndexSettings(video_frames=3))
+    assert x.kind == "video"
+    frames = [x.card, *x.chunks]
+    assert len(frames) == 3 and all(p.image is not None for p in frames)
+    assert x.card.preview.startswith("video (0:03")
+    # evenly spread: the three frames are the red, green and blue seconds
+    colours = sorted(max(range(3), key=lambda c: p.image.getpixel((80, 60))[c]) for p in frames)
+    assert colours == [0, 1, 2]
+    assert {p.locator.section for p in x.chunks} == {"at 0:00", "at 0:02"}
+
+
+def test_broken_video_is_typed(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(500))
+    with pytest.raises(ExtractError, match="video"):
+        extract(path, "video")
+
+
+def test_video_name_only_when_frames_are_off(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    _write_video(path, seconds=1)
+    x = extract(path, "video", IndexSettings(video_frames=0))
+    assert x.card.image is None and x.chunks == []

@@ -262,3 +262,25 @@ def test_image_profile_sets_the_pixel_budget_and_needs_a_rebuild(models_env, tmp
     write_config('[index]\nimage_profile = "huge"\n')
     assert main(["index"]) == 1
     assert "image_profile must be one of fast, balanced, max" in capsys.readouterr().err
+
+
+def test_a_video_is_indexed_by_its_frames(models_env, tmp_path, capsys):
+    av = pytest.importorskip("av")
+    root = tmp_path / "vids"
+    root.mkdir()
+    out = av.open(str(root / "clip.mp4"), "w")
+    stream = out.add_stream("mpeg4", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 160, 128, "yuv420p"
+    for i in range(40):
+        arr = np.full((128, 160, 3), (i * 6) % 255, np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    report = run_json(capsys, "index", str(root))
+    assert report["added"] == 1 and report["failed"] == 0
+    info = run_json(capsys, "info")
+    assert info["kinds"] == {"video": 1} and info["vectors"] == 4  # 4 frames by default
+    hits = run_json(capsys, "search", "a video", "--kind", "video")["results"]
+    assert hits[0]["path"].endswith("clip.mp4")
