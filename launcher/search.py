@@ -32,7 +32,8 @@ log = logging.getLogger("launcher")
 QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
 EXACT_MIN_CHARS = 3
 SHORTLIST = 200  # semantic candidates whose text is checked for an exact match
-SHORTLIST_ROWS_PER_FILE = 20  # first-pass rows kept per wanted file (large indexes)
+SHORTLIST_ROWS_PER_FILE = 20
+TEXT_CACHE_CHARS = 32_000_000  # file texts kept for exact matching and snippets  # first-pass rows kept per wanted file (large indexes)
 RERANK_TOP = 10
 TEXT_KINDS = {"text", "code", "markdown", "html"}
 KIND_GROUPS = {
@@ -110,6 +111,7 @@ class Searcher:
         self._lock = threading.Lock()
         self._qcache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._text_cache: OrderedDict[tuple[str, int], str | None] = OrderedDict()
+        self._text_bytes = 0
 
     # -- embedding the query ----------------------------------------------------------
 
@@ -281,8 +283,13 @@ class Searcher:
         except (OSError, ValueError, LauncherError):
             text = None
         self._text_cache[key] = text
-        while len(self._text_cache) > 512:
-            self._text_cache.popitem(last=False)
+        self._text_bytes += len(text or "")
+        # Bounded by size, not count: a few long files must not pin hundreds of MB.
+        while self._text_cache and (
+            self._text_bytes > TEXT_CACHE_CHARS or len(self._text_cache) > 2048
+        ):
+            _, old = self._text_cache.popitem(last=False)
+            self._text_bytes -= len(old or "")
         return text
 
     def _hit(self, tables: _Tables, fi: int, row: int, score: float, exact: bool, text: str) -> Hit:
