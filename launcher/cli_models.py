@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,16 @@ def _list(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from . import models
 
+    if args.dest is None:
+        # Files already in place (put there by hand, or by an earlier pull) need no network.
+        roles = ("embedding",) if args.no_reranker else ("embedding", "reranker")
+        have = models.resolve(roles=roles)
+        wanted = [have.model, have.mmproj] + ([] if args.no_reranker else [have.reranker])
+        if all(wanted):
+            print("models already in place (see `launcher.py models`):", file=sys.stderr)
+            for p in wanted:
+                print(p)
+            return 0
     paths = models.pull(
         args.dest,
         include_reranker=not args.no_reranker,

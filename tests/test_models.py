@@ -845,3 +845,20 @@ def test_pull_fails_at_once_when_the_hub_does_not_resolve(
     with pytest.raises(DownloadError, match="cannot reach the Hugging Face hub.*put them in"):
         models.pull(tmp_path / "dl", progress=False)
     assert called == []
+
+
+def test_cli_pull_with_models_in_place_needs_no_network(
+    no_repo_models: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emb = embedding(no_repo_models / "emb.gguf")
+    proj = mmproj(no_repo_models / "proj.gguf")
+    rr = reranker(no_repo_models / "rr.gguf")
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("must not download")
+
+    monkeypatch.setattr(models, "pull", no_network)
+    assert cli.main(["models", "pull"]) == 0
+    out = capsys.readouterr()
+    assert "already in place" in out.err
+    assert out.out.split() == [str(emb), str(proj), str(rr)]
