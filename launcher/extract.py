@@ -740,8 +740,13 @@ def _video(doc: _Doc) -> Extracted:
     card = Piece("card", None, image=frames[middle][1], preview=label,
                  locator=Locator(section=when(frames[middle][0])))  # fmt: skip
     chunks = [
-        Piece("chunk", f"{doc.name} ({when(t)})", image=img, preview=f"frame {when(t)}",
-              locator=Locator(section=when(t)))  # fmt: skip
+        Piece(
+            "chunk",
+            f"{doc.name} ({when(t)})",
+            image=img,
+            preview=f"frame {when(t)}",
+            locator=Locator(section=when(t)),
+        )  # fmt: skip
         for i, (t, img) in enumerate(frames)
         if i != middle
     ]

@@ -211,9 +211,7 @@ def _identity_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 
     keys = sorted(set(old) | set(new), key=lambda k: (k.endswith("hash"), k))
     diffs = [
-        f"{k}: {short(old.get(k))} -> {short(new.get(k))}"
-        for k in keys
-        if old.get(k) != new.get(k)
+        f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in keys if old.get(k) != new.get(k)
     ]
     more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
     return "; ".join(diffs[:4]) + more
