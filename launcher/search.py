@@ -74,18 +74,13 @@ class _Tables:
 def _tables(snap: Snapshot) -> _Tables:
     files = snap.files
     index = {rec.path: i for i, rec in enumerate(files)}
-    n = len(snap)
-    row_file = np.empty(n, dtype=np.int64)
-    refs: list[RowRef] = []
-    for i in range(n):
-        rec, ref = snap.row_owner(i)
-        row_file[i] = index[rec.path]
-        refs.append(ref)
+    owners = snap.owners()
+    row_file = np.fromiter((index[rec.path] for rec, _ in owners), np.int64, len(owners))
     return _Tables(
         generation=snap.generation,
         files=files,
         row_file=row_file,
-        row_ref=tuple(refs),
+        row_ref=tuple(ref for _, ref in owners),
         kinds=np.array([rec.kind or "" for rec in files], dtype=object),
         mtimes=np.array([rec.mtime_ns / 1e9 for rec in files], dtype=np.float64),
         paths_lower=tuple(rec.path.lower() for rec in files),

@@ -304,6 +304,10 @@ class Snapshot:
     def row_owner(self, i: int) -> tuple[FileRecord, RowRef]:
         return self._build()[0][i]
 
+    def owners(self) -> list[tuple[FileRecord, RowRef]]:
+        """``row_owner`` for every row of ``matrix()``, in order (do not modify)."""
+        return self._build()[0]
+
     def scores(self, query: np.ndarray, block: int = 16384) -> np.ndarray:
         """Cosine scores of a unit-norm query against every row of ``matrix()`` (float32)."""
         m = self.matrix()
