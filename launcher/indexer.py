@@ -189,15 +189,17 @@ class Indexer:
                 continue
             entry = admit(path, roots, self.settings)
             if entry is None:
-                # gone, or no longer a file to index (now ignored, too large...); a removed
-                # folder takes everything indexed under it
-                prefix = path.rstrip(os.sep) + os.sep
-                for rec in list(self.store.files()):
-                    if rec.path == path or (
-                        rec.path.startswith(prefix) and not os.path.lexists(rec.path)
-                    ):
-                        self.store.remove(rec.path)
-                        report.removed += 1
+                # gone, or no longer a file to index (now ignored, too large...)
+                if self.store.get(path) is not None:
+                    self.store.remove(path)
+                    report.removed += 1
+                elif not os.path.isfile(path):
+                    # maybe a removed folder: it takes everything indexed under it
+                    prefix = path.rstrip(os.sep) + os.sep
+                    for rec in list(self.store.files()):
+                        if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
+                            self.store.remove(rec.path)
+                            report.removed += 1
                 continue
             report.files += 1
             if self.store.unchanged(entry.path, entry.size, entry.mtime_ns) is not None:

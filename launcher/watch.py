@@ -77,6 +77,8 @@ class Watcher:
             def on_any_event(self, event: Any) -> None:
                 if event.event_type in ("opened", "closed_no_write"):
                     return  # reads are not changes
+                if event.is_directory and event.event_type in ("modified", "closed"):
+                    return  # a folder's listing changed: its files' own events say how
                 watcher._event(event)
 
         return Handler()
