@@ -155,6 +155,8 @@ class QwenEngine:
     # model is compute bound and packing 8 was 2x slower than one at a time with prefix
     # reuse (bench/run.py measures it), so the default is 1.
     batch_seqs = 1
+    # Flash attention in the vision encoder: same image embeddings, faster (native.Vision).
+    vision_flash_attn = True
 
     def _pooling(self) -> int:
         raise NotImplementedError
@@ -267,6 +269,7 @@ class QwenEngine:
                 threads=self.threads,
                 min_tokens=img.MIN_TOKENS,
                 max_tokens=img.MAX_TOKENS,
+                flash_attn=self.vision_flash_attn,
             )
         return self._vision
 

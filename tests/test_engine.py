@@ -266,3 +266,29 @@ def test_last_token_only_output_equals_full_output(tiny_models, monkeypatch):
         split = [e.embed([x])[0] for x in items]
     for a, b in zip(whole, split, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_vision_flash_attention_gives_the_same_vectors(tiny_models, monkeypatch):
+    """Flash attention in the vision encoder is a speed lever only: image embeddings match
+    the plain attention path, for several image shapes."""
+    import llama_cpp.llama_cpp as ll
+    import llama_cpp.mtmd_cpp as mt
+
+    seen = []
+    real_init = mt.mtmd_init_from_file
+
+    def init(path, model, params):  # records what mtmd was asked for
+        seen.append(params.flash_attn_type)
+        return real_init(path, model, params)
+
+    monkeypatch.setattr(mt, "mtmd_init_from_file", init)
+    pics = [picture(3, (64, 64)), picture(4, (96, 64)), picture(5, (40, 130))]
+    items = [EmbedInput(images=(p,)) for p in pics] + [EmbedInput(text="a cat", images=(pics[0],))]
+    out = {}
+    for flash in (False, True):
+        with Embedder(tiny_models.embedding, tiny_models.mmproj, threads=2) as e:
+            e.vision_flash_attn = flash
+            out[flash] = e.embed(items)
+    assert seen == [ll.LLAMA_FLASH_ATTN_TYPE_DISABLED, ll.LLAMA_FLASH_ATTN_TYPE_ENABLED]
+    cos = (out[False] * out[True]).sum(axis=1)
+    assert np.all(1 - cos < 1e-5), cos
