@@ -19,6 +19,8 @@ from .errors import LauncherError
 
 log = logging.getLogger("launcher")
 
+POLL_INTERVAL = 30.0  # seconds between scans when the OS has no file watches left
+
 
 class Watcher:
     """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches."""
@@ -30,14 +32,14 @@ class Watcher:
         *,
         debounce: float = 1.0,
         max_delay: float = 10.0,
-        poll_interval: float = 30.0,
+        poll_interval: float | None = None,
         ignore: Callable[[str], bool] | None = None,
     ) -> None:
         self.roots = list(roots)
         self.on_changes = on_changes
         self.debounce = debounce
         self.max_delay = max_delay
-        self.poll_interval = poll_interval
+        self.poll_interval = POLL_INTERVAL if poll_interval is None else poll_interval
         self.ignore = ignore or (lambda p: False)
         self.message = ""
         self.polling = False

@@ -154,11 +154,34 @@ def test_cli_search_json_and_paths_only(corpus, capsys):
     assert capsys.readouterr().out.splitlines()[0].endswith("photo0.png")
 
 
-def test_watcher_applies_creations_edits_moves_and_deletions(corpus, models_env):
+@pytest.fixture(params=["inotify", "polling"])
+def watch_mode(request, monkeypatch):
+    """The OS watcher, or the polling fallback taken when the OS has no watches left."""
+    if request.param == "polling":
+        import errno
+
+        import watchdog.observers
+
+        from launcher import watch
+
+        class Exhausted(watchdog.observers.Observer):  # type: ignore[misc,valid-type]
+            def start(self):
+                raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+        monkeypatch.setattr(watchdog.observers, "Observer", Exhausted)
+        monkeypatch.setattr(watch, "POLL_INTERVAL", 0.3)
+    return request.param
+
+
+def test_watcher_applies_creations_edits_moves_and_deletions(corpus, models_env, watch_mode):
     app = App.create()
     svc = LocalService(app, watch=True)
     try:
-        assert svc.watcher is not None and "watching" in svc.message
+        assert svc.watcher is not None
+        if watch_mode == "polling":
+            assert svc.watcher.polling and "ran out of file watches" in svc.message
+        else:
+            assert not svc.watcher.polling and "watching" in svc.message
 
         def wait_for(cond, timeout=20.0):
             end = time.monotonic() + timeout
