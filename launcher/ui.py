@@ -275,7 +275,7 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         f'<div class="lsnip">{snip_html}</div>'
         "</div>"
         '<div class="lmeta">'
-        f'<span class="lscore" title="similarity">{hit.score:.2f}</span>'
+        f'<span class="lscore" title="similarity">{"" if hit.queued else f"{hit.score:.2f}"}</span>'
         f'<span class="ltime" title="{esc(exact_time)}">{esc(modified)}</span>'
         '<span class="lacts">'
         '<button type="button" data-act="open" title="Open (Enter)">Open</button>'

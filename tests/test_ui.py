@@ -138,7 +138,8 @@ def test_status_html() -> None:
 
 def test_queued_hit_says_its_content_is_still_being_indexed() -> None:
     assert "lqueued" not in ui.render_hit(_hit("a.txt"), 0)
-    assert "lqueued" in ui.render_hit(_hit("a.txt", queued=True), 0)
+    queued = ui.render_hit(_hit("a.txt", queued=True, score=0.0), 0)
+    assert "lqueued" in queued and "0.00" not in queued  # no similarity to show yet
 
 
 # --------------------------------------------------------------------------- queries
