@@ -391,6 +391,8 @@ def bench_tree(env, work: Path, files: int, res: Results) -> None:
     started = time.perf_counter()
 
     def progress(p) -> None:  # type: ignore[no-untyped-def]
+        if p.phase == "queued" and "names" not in marks:
+            marks["names"] = time.perf_counter() - started
         if p.phase in ("chunks", "done") and "cards" not in marks:
             marks["cards"] = time.perf_counter() - started
 
@@ -402,6 +404,10 @@ def bench_tree(env, work: Path, files: int, res: Results) -> None:
         store.close()
     total = time.perf_counter() - started
     cards = marks.get("cards", total)
+    if "names" in marks:
+        named = f"{marks['names']:.1f} s"
+        res.add("c", f"{files}-file mixed tree: every file findable by name", named,
+                note="walked and committed before any model work")  # fmt: skip
     res.add("c", f"{files}-file mixed tree: every file searchable (cards)", f"{cards:.0f} s",
             note=f"{report.tokens} tokens in all")  # fmt: skip
     res.add("c", f"{files}-file mixed tree: fully indexed", f"{total:.0f} s")
@@ -660,15 +666,52 @@ NOTES = """
   the vision encoder changes its output by 1-cos 3e-7; in the text model it stays off,
   since there it makes a vector depend on the batch layout.
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
-  dims, as in Matryoshka-trained embeddings; indexes under 50k rows are scanned exactly.
+  dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
 - **(g)** RSS is VmHWM of the real `index` / `launch` processes (weights are mmapped).
 """
 
 
+def section_of(row: Row) -> str:
+    """Which --only section measured a row."""
+    if row.key == "g":
+        return "b" if "`index`" in row.what else "h"
+    return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d"}.get(row.key, row.key)
+
+
+def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str]:
+    """This run's rows in place of the same sections' rows of an earlier RESULTS.md's
+    ``text``; also returns how that one was produced (command and minutes)."""
+    old: list[Row] = []
+    earlier = ""
+    for line in text.splitlines():
+        if line.startswith("Produced by `"):
+            parts = line.split("`")
+            minutes = parts[2].split(" in ", 1)[-1].split(" minutes", 1)[0].strip()
+            earlier = f"{parts[1]}` ({minutes} min)"
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] in ("", "---") or not line.startswith("| "):
+            continue
+        mark = {"✓": True, "✗": False}.get(cells[4])
+        old.append(Row(cells[0], cells[1], cells[2], cells[3], mark, cells[5]))
+    new = {section_of(r) for r in res.rows} | only
+    rows: list[Row] = []
+    inserted = False
+    for r in old:
+        if section_of(r) in new:
+            if not inserted:
+                rows += res.rows
+                inserted = True
+            continue
+        rows.append(r)
+    if not inserted:
+        rows += res.rows
+    return rows, earlier
+
+
 def write_results(path: Path, info: dict[str, str], res: Results, command: str,
-                  seconds: float) -> None:  # fmt: skip
+                  seconds: float, rows: list[Row] | None = None) -> None:  # fmt: skip
     lines = [
         "# Benchmark results",
         "",
@@ -682,7 +725,7 @@ def write_results(path: Path, info: dict[str, str], res: Results, command: str,
     ]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines += ["", "| | measure | result | target | | notes |", "|---|---|---|---|---|---|"]
-    for r in res.rows:
+    for r in res.rows if rows is None else rows:
         mark = "" if r.ok is None else ("✓" if r.ok else "✗")
         lines.append(f"| {r.key} | {r.what.strip()} | {r.value} | {r.target} | {mark} | {r.note} |")
     lines += ["", NOTES.strip(), ""]
@@ -697,6 +740,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="", help="comma-separated sections, e.g. a,d,e")
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: keep the other sections' rows of --out")  # fmt: skip
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
 
@@ -735,6 +780,16 @@ def main() -> int:
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         files = args.tree_files or (50 if args.quick else 1000)
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
+    earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None
+
+    def write(what: str) -> None:
+        seconds = time.perf_counter() - started
+        if earlier_text is None:
+            write_results(args.out, info, res, what, seconds)
+            return
+        rows, earlier = merged_rows(earlier_text, res, only)
+        write_results(args.out, info, res, f"{earlier}, then `{what} --merge", seconds, rows)
+
     try:
         for i, (name, run) in enumerate(sections):
             run()
@@ -743,8 +798,7 @@ def main() -> int:
                 ceiling = None
             rest = [n for n, _ in sections[i + 1 :]]
             partial = f" (partial: still to run: {', '.join(rest)})" if rest else ""
-            write_results(args.out, info, res, command + partial,
-                          time.perf_counter() - started)  # fmt: skip
+            write(command + partial)
     finally:
         if ceiling is not None:
             ceiling.close()

@@ -68,6 +68,8 @@ class TerminalProgress:
         self._last = now
         if p.phase == "scan":
             line = f"scanning… {p.done} files to index"
+        elif p.phase == "queued":
+            line = f"{p.done} new files findable by name; embedding…"
         elif p.phase == "done":
             self.stream.write("\r\033[K")
             self.stream.flush()
@@ -184,6 +186,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items()))
     print(f"Files: {data['files']} ({kinds}); vectors: {data['vectors']}; "
           f"pending chunks: {data['pending']}; failed: {len(data['errors'])}")  # fmt: skip
+    if data["queued"]:
+        print(f"Queued: {data['queued']} files found but not embedded yet (findable by name; "
+              "run `index` again to finish)")  # fmt: skip
     if data["last_run"]:
         run = data["last_run"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["finished_ns"] / 1e9))
@@ -204,6 +209,7 @@ def _info(store: Any) -> dict[str, Any]:
     vectors_by_kind: dict[str, int] = {}
     errors = []
     pending = 0
+    queued = 0
     for rec in snap.files:
         kind = rec.kind or "unknown"
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -212,6 +218,8 @@ def _info(store: Any) -> dict[str, Any]:
             errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
         elif rec.status == "pending_chunks":
             pending += 1
+        elif rec.status == "queued":
+            queued += 1
     size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
     return {
         "index": str(store.directory),
@@ -223,6 +231,7 @@ def _info(store: Any) -> dict[str, Any]:
         "kinds": kinds,
         "vectors_by_kind": vectors_by_kind,
         "pending": pending,
+        "queued": queued,
         "errors": sorted(errors, key=lambda e: e["path"]),
         "model": dict(snap.identity),
         "dims": snap.dims,

@@ -137,4 +137,6 @@ def _hit_json(h: Any) -> dict[str, Any]:
         out["lines"] = [h.line_start, h.line_end]
     if h.rerank_score is not None:
         out["rerank_score"] = round(float(h.rerank_score), 6)
+    if h.queued:
+        out["queued"] = True  # found by name; content not indexed yet
     return out

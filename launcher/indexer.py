@@ -34,7 +34,7 @@ PREFETCH = 4  # files extracted ahead of the model
 class Progress:
     """Where a run is; ``total`` counts the files of the current phase."""
 
-    phase: str  # "scan" | "cards" | "chunks" | "done"
+    phase: str  # "scan" | "queued" | "cards" | "chunks" | "done"
     done: int
     total: int
     path: str = ""
@@ -151,9 +151,10 @@ class Indexer:
                 if known.status == "pending_chunks":
                     pending_chunks.append(item.path)
                 continue
-            jobs.append(_Job(item, is_new=self.store.get(item.path) is None))
+            jobs.append(_Job(item, is_new=self._is_new(item.path)))
             if len(jobs) % 500 == 0:
                 self.on_progress(Progress("scan", len(jobs), 0, item.path))
+        self._queue(jobs)
         self._cards(jobs, report, pending_chunks)
         self._chunks(pending_chunks, report)
         if self.cancel.is_set():
@@ -205,12 +206,31 @@ class Indexer:
             if self.store.unchanged(entry.path, entry.size, entry.mtime_ns) is not None:
                 report.unchanged += 1
                 continue
-            jobs.append(_Job(entry, is_new=self.store.get(entry.path) is None))
+            jobs.append(_Job(entry, is_new=self._is_new(entry.path)))
         self._cards(jobs, report, pending)
         self._chunks(pending, report)
         report.seconds = time.monotonic() - started
         self.store.commit()
         return report
+
+    def _is_new(self, path: str) -> bool:
+        rec = self.store.get(path)
+        return rec is None or rec.status == "queued"
+
+    # -- tier 0: names ----------------------------------------------------------------
+
+    def _queue(self, jobs: list[_Job]) -> None:
+        """Put new files in the index by name before any model work, in one commit: search
+        finds them by name at once (by meaning once their card is embedded), and a run cut
+        short leaves them queued for the next one."""
+        queued = 0
+        for job in jobs:
+            if job.is_new and self.store.get(job.entry.path) is None:
+                self.store.queue(job.entry.path, job.entry.size, job.entry.mtime_ns)
+                queued += 1
+        if queued:
+            self.store.commit()
+            self.on_progress(Progress("queued", queued, queued))
 
     # -- tier 1: cards ----------------------------------------------------------------
 
@@ -268,6 +288,8 @@ class Indexer:
         """Skip the model when the content is already indexed: same file touched, or a
         moved/renamed/copied file (vectors reused by content hash)."""
         old = self.store.get(entry.path)
+        if old is not None and old.status == "queued":
+            old = None
         retry = old is not None and old.status == "failed" and self._retry_failed
         if old is not None and old.content_hash == digest and not retry:
             self.store.touch(entry.path, entry.size, entry.mtime_ns)

@@ -51,6 +51,7 @@ class Hit:
     size: int = 0
     rerank_score: float | None = None
     has_thumbnail: bool = False  # image files and PDF pages
+    queued: bool = False  # found by name; its content is not embedded yet
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class IndexStatus:
     pending: int
     failed: int
     indexing: bool = False
+    queued: int = 0  # files found but not embedded yet (searchable by name only)
     message: str = ""  # e.g. "watching 3 folders", "watch limit reached: polling"
 
 

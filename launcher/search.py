@@ -146,7 +146,7 @@ class Searcher:
 
     def search(self, query: Query) -> list[Hit]:
         snap = self._snapshot()
-        if len(snap) == 0 or (not query.text.strip() and query.image is None):
+        if not snap.files or (not query.text.strip() and query.image is None):
             return []
         tables = self._tables
         if (
@@ -155,20 +155,26 @@ class Searcher:
             or len(tables.files) != len(snap.files)
         ):
             tables = self._tables = _tables(snap)
-        qvec = self.query_vector(query, snap.dims)
         allowed = self._file_mask(tables, query)
         want = max(query.top, SHORTLIST)
-        scores = snap.search_scores(
-            qvec, shortlist=want * SHORTLIST_ROWS_PER_FILE, row_mask=allowed[tables.row_file]
-        )
+        qvec = np.zeros(0, np.float32)
+        if len(snap):
+            qvec = self.query_vector(query, snap.dims)
+            scores = snap.search_scores(
+                qvec, shortlist=want * SHORTLIST_ROWS_PER_FILE, row_mask=allowed[tables.row_file]
+            )
+        else:  # only queued (not yet embedded) files: they are found by name alone
+            scores = np.zeros(0, np.float32)
 
-        best = self._fold(scores, tables, want=want)
+        best = self._fold(scores, tables, want=want) if len(scores) else {}
         exact = self._exact(query.text, tables, best, allowed)
         hits: list[Hit] = []
         for fi in set(best) | set(exact):
             row, score = best.get(fi, (self._best_row(scores, tables, fi), None))
             if score is None:
                 score = float(scores[row]) if row >= 0 else 0.0
+                if not np.isfinite(score):  # an exact match outside the first pass's shortlist
+                    row, score = self._rescore(snap, tables, fi, qvec)
             is_exact = fi in exact
             line = exact.get(fi)
             if line is not None:  # show where the text is, not the nearest meaning
@@ -223,6 +229,14 @@ class Searcher:
         if rows.size == 0:
             return -1
         return int(rows[np.argmax(scores[rows])])
+
+    @staticmethod
+    def _rescore(snap: Snapshot, tables: _Tables, fi: int, qvec: np.ndarray) -> tuple[int, float]:
+        """The best row of file ``fi`` and its exact cosine, computed from its own rows."""
+        rows = np.nonzero(tables.row_file == fi)[0]
+        sims = snap.matrix()[rows].astype(np.float32) @ np.asarray(qvec, np.float32)
+        best = int(np.argmax(sims))
+        return int(rows[best]), float(sims[best])
 
     def _exact(
         self,
@@ -306,6 +320,7 @@ class Searcher:
             mtime=rec.mtime_ns / 1e9,
             size=rec.size,
             has_thumbnail=rec.kind in ("image", "pdf", "video"),
+            queued=rec.status == "queued",
         )
 
     def snippet(self, rec: FileRecord, loc: Any, query_text: str, limit: int = 240) -> str:
@@ -375,7 +390,8 @@ class Searcher:
         files = snap.files
         failed = sum(1 for f in files if f.status == "failed")
         pending = sum(1 for f in files if f.status == "pending_chunks")
-        return IndexStatus(files=len(files), pending=pending, failed=failed)
+        queued = sum(1 for f in files if f.status == "queued")
+        return IndexStatus(files=len(files), pending=pending, failed=failed, queued=queued)
 
 
 def _around(text: str, query: str, limit: int) -> str:

@@ -128,6 +128,7 @@ class LocalService:
             pending=base.pending,
             failed=base.failed,
             indexing=self._indexing.is_set(),
+            queued=base.queued,
             message=message,
         )
 

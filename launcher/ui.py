@@ -252,6 +252,11 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         badges.append(
             f'<span class="lbadge lrr" title="reranker score">rerank {hit.rerank_score:.2f}</span>'
         )
+    if hit.queued:
+        badges.append(
+            '<span class="lbadge lqueued" title="found by name; its content is still being '
+            'indexed">indexing…</span>'
+        )
     where = _where(hit)
     snippet = _snippet(hit)
     snip_html = highlight(snippet, query_text) if snippet else ""
@@ -270,7 +275,7 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         f'<div class="lsnip">{snip_html}</div>'
         "</div>"
         '<div class="lmeta">'
-        f'<span class="lscore" title="similarity">{hit.score:.2f}</span>'
+        f'<span class="lscore" title="similarity">{"" if hit.queued else f"{hit.score:.2f}"}</span>'
         f'<span class="ltime" title="{esc(exact_time)}">{esc(modified)}</span>'
         '<span class="lacts">'
         '<button type="button" data-act="open" title="Open (Enter)">Open</button>'
@@ -324,6 +329,12 @@ def render_status(status: IndexStatus) -> str:
         f'<span data-k="failed" class="{"lbad" if status.failed else ""}">'
         f"{status.failed:,} failed</span>",
     ]
+    if status.queued:
+        parts.insert(
+            1,
+            f'<span data-k="queued" title="found, findable by name; content not indexed yet">'
+            f"{status.queued:,} queued</span>",
+        )
     if status.indexing:
         parts.append('<span class="lbusy">indexing…</span>')
     if status.message:
@@ -541,6 +552,7 @@ footer { display: none !important; }
   border: 1px solid var(--border-color-primary); color: var(--body-text-color-subdued);
 }
 #lresults .lexact { border-color: var(--color-accent); color: var(--color-accent); }
+#lresults .lqueued { font-style: italic; }
 #lresults .lmeta {
   display: flex; flex-direction: column; align-items: flex-end; gap: 2px; flex: none;
   font-size: 12px; color: var(--body-text-color-subdued); min-width: 92px;

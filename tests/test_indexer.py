@@ -187,10 +187,13 @@ def test_damaged_manifest_falls_back_to_the_previous_generation(models_env, tmp_
     run_json(capsys, "index")
     (default_dir() / MANIFEST).write_text('{"truncated')
     info = run_json(capsys, "info")
-    assert info["files"] == 1  # the generation before: loads instead of starting empty
+    # the generation before loads instead of an empty index: the second run's first
+    # commit, with b.txt found by name but not embedded yet
+    assert (info["files"], info["queued"], info["vectors"]) == (2, 1, 1)
     report = run_json(capsys, "index")
     assert report["added"] == 1
-    assert run_json(capsys, "info")["files"] == 2
+    info = run_json(capsys, "info")
+    assert (info["files"], info["queued"], info["vectors"]) == (2, 0, 2)
 
 
 INDEX_SCRIPT = "import sys; from launcher.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -284,3 +287,54 @@ def test_a_video_is_indexed_by_its_frames(models_env, tmp_path, capsys):
     assert info["kinds"] == {"video": 1} and info["vectors"] == 4  # 4 frames by default
     hits = run_json(capsys, "search", "a video", "--kind", "video")["results"]
     assert hits[0]["path"].endswith("clip.mp4")
+
+
+def test_new_files_are_findable_by_name_before_they_are_embedded(models_env, tmp_path, capsys):
+    """A run first commits every new file by name (status "queued"). Cut short right
+    there, it leaves them findable by name with no vectors; the next run embeds them, and
+    counts them as added."""
+    import threading
+
+    from launcher.app import App
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    for i in range(6):
+        (root / f"report-{i}.txt").write_text(f"quarterly numbers {i}")
+    (root / "zebra-notes.md").write_text("stripes and more stripes")
+    cancel = threading.Event()
+    phases: list[str] = []
+
+    def progress(p) -> None:  # type: ignore[no-untyped-def]
+        phases.append(p.phase)
+        if p.phase == "queued":
+            cancel.set()  # stop before any file is embedded
+
+    with App.create() as app:
+        store = app.open_store()
+        indexer = app.indexer(store, on_progress=progress, cancel=cancel)
+        report = indexer.run([str(root)])
+        indexer.close()
+        store.close()
+    assert report.interrupted and report.added == 0 and "cards" not in phases
+    info = run_json(capsys, "info")
+    assert (info["files"], info["queued"], info["vectors"]) == (7, 7, 0)
+    out = run_json(capsys, "search", "zebra")
+    assert [Path(r["path"]).name for r in out["results"]] == ["zebra-notes.md"]
+    assert out["results"][0]["queued"] is True
+    rep = run_json(capsys, "index", str(root))
+    assert (rep["added"], rep["updated"], rep["unchanged"]) == (7, 0, 0)
+    info = run_json(capsys, "info")
+    assert info["queued"] == 0 and info["vectors"] >= 7
+    hit = run_json(capsys, "search", "zebra")["results"][0]
+    assert Path(hit["path"]).name == "zebra-notes.md" and "queued" not in hit
+    # a changed file keeps its old vectors until re-embedded: it is not queued again
+    (root / "zebra-notes.md").write_text("stripes, now with spots")
+    phases.clear()
+    with App.create() as app:
+        store = app.open_store()
+        indexer = app.indexer(store, on_progress=lambda p: phases.append(p.phase))
+        report = indexer.run([str(root)])
+        indexer.close()
+        store.close()
+    assert report.updated == 1 and "queued" not in phases and "cards" in phases

@@ -58,3 +58,31 @@ def test_masked_rows_never_come_back(big_store):
     out = snap.search_scores(clustered(1, 512, 3)[0], shortlist=100, row_mask=mask)
     assert np.all(np.isinf(out[~mask]))
     assert np.isfinite(out[mask]).sum() == 100
+
+
+def test_exact_match_outside_the_shortlist_gets_its_exact_score(big_store, monkeypatch):
+    """A file found by name that the first pass left out still shows its real cosine (not
+    -inf, which would also make `search --json` print invalid JSON)."""
+    from launcher import search as search_mod
+    from launcher.query import Query
+    from launcher.search import Searcher
+
+    monkeypatch.setattr(search_mod, "SHORTLIST", 5)
+    monkeypatch.setattr(search_mod, "SHORTLIST_ROWS_PER_FILE", 2)
+    snap = big_store.snapshot()
+    q = clustered(1, 512, 4)[0]
+    target = "/f/123.txt"
+    rows = [ref.row for ref in snap.get(target).rows]
+    shortlist = np.isfinite(snap.search_scores(q, shortlist=10))
+    assert not shortlist[rows].any()  # the first pass does not keep the target's rows
+
+    class Fixed:  # the query's vector, without a model (this test is about ranking)
+        def embed(self, items, dims=None):
+            return q[None, :]
+
+    searcher = Searcher(big_store.snapshot, lambda: Fixed())
+    hits = searcher.search(Query(text="123.txt", top=5))
+    assert hits[0].path == target and hits[0].exact
+    exact_best = float(np.max(snap.scores(q)[rows]))
+    assert hits[0].score == pytest.approx(exact_best, abs=1e-5)
+    assert all(np.isfinite(h.score) for h in hits)

@@ -15,6 +15,7 @@ import pytest
 from launcher.errors import InputError, StoreError
 from launcher.extract import Locator, Piece
 from launcher.store import (
+    FORMAT_VERSION,
     MANIFEST,
     MANIFEST_PREV,
     FileRecord,
@@ -152,7 +153,7 @@ def test_commits_append_segments_without_rewriting(tmp_path: Path) -> None:
         s.commit()
         assert len(seg_files(d)) == 2
     manifest = json.loads((d / MANIFEST).read_text())
-    assert manifest["version"] == 1 and manifest["generation"] == 3
+    assert manifest["version"] == FORMAT_VERSION and manifest["generation"] == 3
     assert manifest["identity"]["file"] == ID.file and manifest["dims"] == DIMS
     assert manifest["dtype"] == "float16" and manifest["rows"] == 4
 
@@ -274,6 +275,32 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     data["version"] = 99
     (d / MANIFEST).write_text(json.dumps(data))
     with pytest.raises(StoreError, match="newer"):
+        open_store(d)
+
+
+def test_version_1_index_is_read_and_migrated_on_commit(tmp_path: Path) -> None:
+    """Version 2 only added the "queued" status: a version-1 manifest loads as it is and
+    is written as version 2 by the next commit; version 0 does not exist and is refused."""
+    d = tmp_path / "index"
+    _two_generations(d)
+    data = json.loads((d / MANIFEST).read_text())
+    data["version"] = 1
+    (d / MANIFEST).write_text(json.dumps(data))
+    with open_store(d) as s:
+        assert s.recovered is None
+        check_ownership(s.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
+        s.queue("/c", size=3, mtime_ns=4)
+        s.commit()
+    assert json.loads((d / MANIFEST).read_text())["version"] == FORMAT_VERSION == 2
+    with open_store(d) as s:
+        rec = s.get("/c")
+        assert rec is not None and rec.status == "queued" and rec.rows == ()
+        assert s.unchanged("/c", 3, 4) is None  # never embedded: never skipped
+    data = json.loads((d / MANIFEST).read_text())
+    data["version"] = 0
+    (d / MANIFEST).write_text(json.dumps(data))
+    (d / MANIFEST_PREV).unlink()
+    with pytest.raises(StoreError, match="old format 0"):
         open_store(d)
 
 

@@ -131,7 +131,15 @@ def test_status_html() -> None:
         IndexStatus(files=1234, pending=5, failed=2, indexing=True, message="watching <3> folders")
     )
     assert "1,234 files" in out and "5 pending" in out and "2 failed" in out
-    assert "indexing" in out and "&lt;3&gt;" in out
+    assert "indexing" in out and "&lt;3&gt;" in out and "queued" not in out
+    out = ui.render_status(IndexStatus(files=10, pending=0, failed=0, queued=7))
+    assert "7 queued" in out
+
+
+def test_queued_hit_says_its_content_is_still_being_indexed() -> None:
+    assert "lqueued" not in ui.render_hit(_hit("a.txt"), 0)
+    queued = ui.render_hit(_hit("a.txt", queued=True, score=0.0), 0)
+    assert "lqueued" in queued and "0.00" not in queued  # no similarity to show yet
 
 
 # --------------------------------------------------------------------------- queries
