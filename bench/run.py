@@ -391,8 +391,6 @@ def bench_tree(env, work: Path, files: int, res: Results) -> None:
     started = time.perf_counter()
 
     def progress(p) -> None:  # type: ignore[no-untyped-def]
-        if p.phase == "queued" and "names" not in marks:
-            marks["names"] = time.perf_counter() - started
         if p.phase in ("chunks", "done") and "cards" not in marks:
             marks["cards"] = time.perf_counter() - started
 
@@ -404,13 +402,43 @@ def bench_tree(env, work: Path, files: int, res: Results) -> None:
         store.close()
     total = time.perf_counter() - started
     cards = marks.get("cards", total)
-    if "names" in marks:
-        named = f"{marks['names']:.1f} s"
-        res.add("c", f"{files}-file mixed tree: every file findable by name", named,
-                note="walked and committed before any model work")  # fmt: skip
     res.add("c", f"{files}-file mixed tree: every file searchable (cards)", f"{cards:.0f} s",
             note=f"{report.tokens} tokens in all")  # fmt: skip
     res.add("c", f"{files}-file mixed tree: fully indexed", f"{total:.0f} s")
+
+
+def bench_names(env, work: Path, files: int, res: Results) -> None:  # type: ignore[no-untyped-def]
+    """(c) tier 0: time until every file of a fresh (c) tree is in the index by name (walk
+    and one commit; the run is stopped there)."""
+    import threading
+
+    from launcher.app import App
+    from launcher.models import resolve
+    from launcher.walk import IndexSettings
+
+    tree = mixed_tree(work / "tree-names", files)
+    os.environ["LAUNCHER_HOME"] = str(work / "home-names")
+    for k in ("LAUNCHER_MODEL", "LAUNCHER_MMPROJ"):
+        os.environ[k] = env[k]
+    cancel = threading.Event()
+    marks: dict[str, float] = {}
+
+    def progress(p) -> None:  # type: ignore[no-untyped-def]
+        if p.phase == "queued":
+            marks["names"] = time.perf_counter() - started
+            cancel.set()
+
+    app = App(models=resolve(roles=("embedding",)), settings=IndexSettings())
+    with app:
+        store = app.open_store()
+        started = time.perf_counter()
+        indexer = app.indexer(store, on_progress=progress, cancel=cancel)
+        indexer.run([str(tree)])
+        indexer.close()
+        store.close()
+    named = f"{marks['names']:.2f} s"
+    res.add("c", f"{files}-file mixed tree: every file findable by name", named,
+            note="walked and committed before any model work")  # fmt: skip
 
 
 def bench_queries(twin, threads: int, quick: bool, res: Results) -> None:
@@ -667,6 +695,10 @@ NOTES = """
   since there it makes a vector depend on the batch layout.
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
   dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
+- **(c)** "findable by name" is tier 0 of a run: the walk and one commit of every new
+  file by name, before the model is loaded (the run is stopped there). Cards (name and
+  beginning of each file, or the picture) make every file searchable by meaning; chunks
+  cover the rest of long files.
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
 - **(g)** RSS is VmHWM of the real `index` / `launch` processes (weights are mmapped).
@@ -677,19 +709,24 @@ def section_of(row: Row) -> str:
     """Which --only section measured a row."""
     if row.key == "g":
         return "b" if "`index`" in row.what else "h"
+    if row.key == "c" and "by name" in row.what:
+        return "names"
     return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d"}.get(row.key, row.key)
 
 
-def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str]:
+def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str, str]:
     """This run's rows in place of the same sections' rows of an earlier RESULTS.md's
-    ``text``; also returns how that one was produced (command and minutes)."""
+    ``text``; also returns how and when that one was produced."""
+    import re
+
     old: list[Row] = []
-    earlier = ""
+    produced = date = ""
     for line in text.splitlines():
-        if line.startswith("Produced by `"):
-            parts = line.split("`")
-            minutes = parts[2].split(" in ", 1)[-1].split(" minutes", 1)[0].strip()
-            earlier = f"{parts[1]}` ({minutes} min)"
+        m = re.match(r"Produced by (.*) in ([\d.]+) minutes\. Models:", line)
+        if m:
+            produced = f"{m.group(1)} ({m.group(2)} min)"
+        if line.startswith("| date |"):
+            date = line.split("|")[2].strip()
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 6 or cells[0] in ("", "---") or not line.startswith("| "):
             continue
@@ -707,7 +744,7 @@ def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str
         rows.append(r)
     if not inserted:
         rows += res.rows
-    return rows, earlier
+    return rows, produced, date
 
 
 def write_results(path: Path, info: dict[str, str], res: Results, command: str,
@@ -715,7 +752,7 @@ def write_results(path: Path, info: dict[str, str], res: Results, command: str,
     lines = [
         "# Benchmark results",
         "",
-        f"Produced by `{command}` in {seconds / 60:.1f} minutes. Models: the shape twin of",
+        f"Produced by {command} in {seconds / 60:.1f} minutes. Models: the shape twin of",
         "Qwen3-VL-Embedding-2B / -Reranker-2B built by `bench/twin.py` (random weights in the",
         "real dimensions, real Qwen2 tokenizer, text Q4_K_M, mmproj F16). Each figure is a",
         "median over the repeats; ✓/✗ against the targets of the speed issue.",
@@ -738,7 +775,8 @@ def main() -> int:
         "--quick", action="store_true", help="fewer repeats, smaller tree (<10 min)"
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--only", default="", help="comma-separated sections, e.g. a,d,e")
+    parser.add_argument("--only", default="",
+                        help="comma-separated sections: a,b,c,d,e,f,g,h,names")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -777,18 +815,22 @@ def main() -> int:
         sections.append(("e", lambda: bench_scan(args.quick, res)))
     if want("h") or want("g"):
         sections.append(("g, h", lambda: bench_launch(env, work, res)))
+    files = args.tree_files or (50 if args.quick else 1000)
+    if want("c") or want("names"):
+        sections.append(("names", lambda: bench_names(env, work, files, res)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
-        files = args.tree_files or (50 if args.quick else 1000)
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None
 
     def write(what: str) -> None:
         seconds = time.perf_counter() - started
         if earlier_text is None:
-            write_results(args.out, info, res, what, seconds)
+            write_results(args.out, info, res, f"`{what}`", seconds)
             return
-        rows, earlier = merged_rows(earlier_text, res, only)
-        write_results(args.out, info, res, f"{earlier}, then `{what} --merge", seconds, rows)
+        rows, produced, date = merged_rows(earlier_text, res, only)
+        merged_info = {**info, "date": f"{date}; merged sections {info['date']}"}
+        write_results(args.out, merged_info, res, f"{produced}, then `{what} --merge`", seconds,
+                      rows)  # fmt: skip
 
     try:
         for i, (name, run) in enumerate(sections):
