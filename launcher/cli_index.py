@@ -77,8 +77,11 @@ class TerminalProgress:
         else:
             eta = _duration(p.eta_s) if p.eta_s is not None else "–"
             bar = _bar(p.done, p.total, 20)
+            # slow files (long documents on a CPU) read better as seconds per file
+            fps = p.files_per_s
+            rate = f"{1 / fps:.0f} s/file" if 0 < fps < 0.1 else f"{fps:.1f} files/s"
             line = (
-                f"{p.phase:6} {bar} {p.done}/{p.total}  {p.files_per_s:.1f} files/s  "
+                f"{p.phase:6} {bar} {p.done}/{p.total}  {rate}  "
                 f"{p.tokens_per_s:.0f} tok/s  ETA {eta}  {os.path.basename(p.path)}"
             )
         self.stream.write("\r\033[K" + line[: self._width - 1])

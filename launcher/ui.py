@@ -173,16 +173,36 @@ def relative_time(mtime: float, now: float | None = None) -> str:
     return ""  # pragma: no cover
 
 
+# Words too common to be worth marking in a snippet (a query is often a sentence).
+_STOPWORD_LIST = (
+    "a an and are as at be by can do does for from has have how i in is it its me my no "
+    "not of on or our so that the their them then there these this to was we were what "
+    "when where which who why will with you your"
+)
+_STOPWORDS = frozenset(_STOPWORD_LIST.split())
+
+
 def _terms(text: str) -> list[str]:
-    return sorted({t for t in re.findall(r"\w{2,}", text.lower())}, key=len, reverse=True)
+    """What to mark: the whole query as typed (codes such as INV-2024-0917) and its words
+    of 2+ characters that are not stop words; longest first."""
+    lower = text.lower()
+    words = {t for t in re.findall(r"\w{2,}", lower) if t not in _STOPWORDS}
+    # tokens with inner punctuation (INV-2024-0917, foo.py) and the whole query, as typed
+    words |= {t for t in (w.strip(".,;:!?()[]{}'\"") for w in lower.split()) if len(t) >= 3}
+    whole = " ".join(lower.split())
+    if len(whole) >= 3:
+        words.add(whole)
+    words -= _STOPWORDS
+    return sorted(words, key=len, reverse=True)
 
 
 def highlight(text: str, query_text: str) -> str:
-    """Escaped ``text`` with the query's words wrapped in ``<mark>``."""
+    """Escaped ``text`` with the query's words wrapped in ``<mark>`` where a word of the
+    text starts with them ("invoice" marks "invoices", "key" does not mark "hotkey")."""
     terms = _terms(query_text)
     if not terms:
         return esc(text)
-    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(t) for t in terms) + ")", re.I)
     out, pos = [], 0
     for m in pattern.finditer(text):
         out.append(esc(text[pos : m.start()]))

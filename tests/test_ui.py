@@ -98,6 +98,17 @@ def test_render_row_parts() -> None:
     assert "No matches" in ui.render_results([])
 
 
+def test_highlight_marks_word_starts_and_skips_stop_words() -> None:
+    out = ui.highlight(
+        "Invoices for them: the hotkey opens INV-2024-0917 <b>", "the invoice key INV-2024-0917"
+    )
+    assert "<mark>Invoices</mark>" not in out and "<mark>Invoice</mark>s" in out  # word start
+    assert "<mark>the</mark>" not in out and "<mark>the</mark>m" not in out  # stop word
+    assert "hot<mark>key</mark>" not in out  # not inside a word
+    assert "<mark>INV-2024-0917</mark>" in out  # the query's code as typed, whole
+    assert "&lt;b&gt;" in out  # still escaped
+
+
 @pytest.mark.parametrize(
     ("ago", "text"),
     [
