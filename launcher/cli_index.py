@@ -186,7 +186,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("Roots:")
     for root in data["roots"]:
         print(f"  {root}")
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items()))
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items())) or "none read yet"
     print(f"Files: {data['files']} ({kinds}); vectors: {data['vectors']}; "
           f"pending chunks: {data['pending']}; failed: {len(data['errors'])}")  # fmt: skip
     if data["queued"]:
@@ -214,6 +214,9 @@ def _info(store: Any) -> dict[str, Any]:
     pending = 0
     queued = 0
     for rec in snap.files:
+        if rec.status == "queued":  # not read yet: its kind is not known
+            queued += 1
+            continue
         kind = rec.kind or "unknown"
         kinds[kind] = kinds.get(kind, 0) + 1
         vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + len(rec.rows)
@@ -221,8 +224,6 @@ def _info(store: Any) -> dict[str, Any]:
             errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
         elif rec.status == "pending_chunks":
             pending += 1
-        elif rec.status == "queued":
-            queued += 1
     size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
     return {
         "index": str(store.directory),

@@ -318,7 +318,7 @@ def test_new_files_are_findable_by_name_before_they_are_embedded(models_env, tmp
         store.close()
     assert report.interrupted and report.added == 0 and "cards" not in phases
     info = run_json(capsys, "info")
-    assert (info["files"], info["queued"], info["vectors"]) == (7, 7, 0)
+    assert (info["files"], info["queued"], info["vectors"], info["kinds"]) == (7, 7, 0, {})
     out = run_json(capsys, "search", "zebra")
     assert [Path(r["path"]).name for r in out["results"]] == ["zebra-notes.md"]
     assert out["results"][0]["queued"] is True
