@@ -442,6 +442,53 @@ def bench_names(env, work: Path, files: int, res: Results) -> None:  # type: ign
             note="walked and committed before any model work")  # fmt: skip
 
 
+RELEASE_CHILD = """
+import json, os, sys
+from pathlib import Path
+from PIL import Image
+from launcher.app import App
+from launcher.cli import main
+from launcher.query import Query
+from launcher.service import LocalService
+
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(x.split()[1]) * 1024 for x in fh if x.startswith("VmRSS"))
+
+docs = Path(sys.argv[1])
+assert main(["index", str(docs), "--json"]) == 0
+app = App.create()
+svc = LocalService(app, watch=False)
+svc.search(Query(text="garden"))
+out = {"text": rss()}
+Image.effect_noise((640, 480), 60).convert("RGB").save(docs / "photo.png")
+release = app.release_vision
+app.release_vision = lambda: (out.__setitem__("indexing", rss()), release())
+svc.apply_changes([str(docs / "photo.png")])
+out["after"] = rss()
+print(json.dumps(out))
+"""
+
+
+def bench_release(env, work: Path, res: Results) -> None:  # type: ignore[no-untyped-def]
+    """(g) `launch`'s service: RSS while the watcher indexes a picture, and after, when the
+    indexing engine has given its vision encoder back (a fresh process)."""
+    docs = work / "release-docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("a note about the garden")
+    child_env = {**env, "LAUNCHER_HOME": str(work / "home-release"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", RELEASE_CHILD, str(docs)], env=child_env,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    if out.returncode != 0:
+        res.add("g", "service RSS around indexing a picture", "failed", note=out.stderr[-300:])
+        return
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    gb = {k: v / 2**30 for k, v in r.items()}
+    res.add("g", "service RSS: indexing a picture -> after (vision encoder released)",
+            f"{gb['indexing']:.2f} -> {gb['after']:.2f} GB", TARGETS["rss_text"],
+            gb["after"] <= 2.0, note=f"{gb['text']:.2f} GB serving text before")  # fmt: skip
+
+
 def bench_queries(twin, threads: int, quick: bool, res: Results) -> None:
     """(d) text query p50/p95 warm; an image query; (f) rerank top 10."""
     from launcher.embedder import Embedder
@@ -703,11 +750,16 @@ NOTES = """
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
 - **(g)** RSS is VmHWM of the real `index` / `launch` processes (weights are mmapped).
+  The "service RSS" row is VmRSS of `launch`'s back end in a fresh process while its
+  watcher indexes a picture, and after: the indexing engine then frees its vision encoder
+  (queries keep their own engine).
 """
 
 
 def section_of(row: Row) -> str:
     """Which --only section measured a row."""
+    if row.key == "g" and "service RSS" in row.what:
+        return "release"
     if row.key == "g":
         return "b" if "`index`" in row.what else "h"
     if row.key == "c" and "by name" in row.what:
@@ -777,7 +829,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="comma-separated sections: a,b,c,d,e,f,g,h,names")  # fmt: skip
+                        help="comma-separated sections: a,b,c,d,e,f,g,h,names,release")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -816,6 +868,8 @@ def main() -> int:
         sections.append(("e", lambda: bench_scan(args.quick, res)))
     if want("h") or want("g"):
         sections.append(("g, h", lambda: bench_launch(env, work, res)))
+    if want("g") or want("release"):
+        sections.append(("release", lambda: bench_release(env, work, res)))
     files = args.tree_files or (32 if args.quick else 1000)
     if want("c") or want("names"):
         sections.append(("names", lambda: bench_names(env, work, files, res)))

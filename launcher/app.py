@@ -85,6 +85,12 @@ class App:
                 )
             return self._embedder
 
+    def release_vision(self) -> None:
+        """Free the embedding engine's vision encoder, if loaded (``Embedder.release_vision``)."""
+        with self._lock:
+            if self._embedder is not None:
+                self._embedder.release_vision()
+
     def reranker(self) -> Reranker:
         """The reranker, resolved and loaded on first use (raises if there is none)."""
         with self._lock:

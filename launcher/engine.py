@@ -168,6 +168,14 @@ class QwenEngine:
     def supports_images(self) -> bool:
         return self.mmproj_path is not None
 
+    def release_vision(self) -> None:
+        """Free the vision encoder (its weights are copied out of the file, hundreds of
+        MB); it loads again, in about a second, for the next picture."""
+        with self._busy:
+            if self._vision is not None:
+                self._vision.close()
+                self._vision = None
+
     def close(self) -> None:
         with self._busy:
             for res in (self._ctx, self._vision):

@@ -152,7 +152,7 @@ class LocalService:
                 self.message = f"re-index failed: {err}"
                 log.warning("re-index failed: %s", err)
             finally:
-                self._indexing.clear()
+                self._done_indexing()
 
     def _indexer(self) -> Indexer:
         return self.app.indexer(self.store, on_progress=self._on_progress)
@@ -176,7 +176,13 @@ class LocalService:
                         report.added, report.updated, report.removed,
                     )  # fmt: skip
             finally:
-                self._indexing.clear()
+                self._done_indexing()
+
+    def _done_indexing(self) -> None:
+        """Between indexing runs the page only answers queries (their own engine): give
+        back the indexing engine's vision encoder, the largest thing it holds."""
+        self.app.release_vision()
+        self._indexing.clear()
 
     def is_indexed(self, path: str) -> bool:
         """Only exact paths of files in the index (no normalisation that could widen it)."""

@@ -234,3 +234,27 @@ def test_images_without_mmproj_are_indexed_by_name(tmp_path, tiny_models, monkey
     assert report["added"] == 1 and report["failed"] == 0
     assert main(["search", "sunset", "--paths-only"]) == 0
     assert capsys.readouterr().out.strip().endswith("sunset.png")
+
+
+def test_launch_gives_back_the_vision_encoder_after_indexing(corpus, models_env):
+    """Between indexing runs the service holds no vision encoder for indexing (hundreds of
+    MB with a real mmproj); pictures still index and search afterwards."""
+    app = App.create()
+    svc = LocalService(app, watch=False)
+    try:
+        new = corpus / "pics" / "new.png"
+        picture(9).save(new)
+        svc.apply_changes([str(new)])
+        assert svc.is_indexed(str(new))
+        engine = app.embedder()
+        assert engine._vision is None  # released once the batch was done
+        hits = svc.search(Query(image=str(new), top=3))
+        assert hits[0].path == str(new)  # the query engine loads its own when asked
+        newer = corpus / "pics" / "newer.png"
+        picture(10).save(newer)
+        svc.apply_changes([str(newer)])  # and indexing loads it again
+        assert svc.search(Query(image=str(newer), top=1))[0].path == str(newer)
+        assert engine._vision is None
+    finally:
+        svc.close()
+        app.close()
