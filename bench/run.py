@@ -379,33 +379,53 @@ def bench_indexing(  # type: ignore[no-untyped-def]
                     f"{peak / 2**30:.2f} GB")  # fmt: skip
 
 
-def bench_tree(env, work: Path, files: int, res: Results) -> None:
-    """(c) time to cards for every file, and to done, via the indexer's progress."""
+class Clock:
+    """Seconds since ``start`` at named moments (the first time each is marked)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.marks: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def mark(self, name: str) -> float:
+        return self.marks.setdefault(name, time.perf_counter() - self.t0)
+
+
+def index_tree(env, home: Path, tree: Path, clock: Clock, on_progress, cancel=None):  # type: ignore[no-untyped-def]
+    """Index ``tree`` into a fresh ``home`` in this process, the clock started right before
+    the run; returns the indexer's report."""
     from launcher.app import App
     from launcher.models import resolve
     from launcher.walk import IndexSettings
 
-    tree = mixed_tree(work / "tree-c", files)
-    home = work / "home-c"
     os.environ["LAUNCHER_HOME"] = str(home)
     for k in ("LAUNCHER_MODEL", "LAUNCHER_MMPROJ"):
         os.environ[k] = env[k]
-    app = App(models=resolve(roles=("embedding",)), settings=IndexSettings())
-    marks: dict[str, float] = {}
-    started = time.perf_counter()
+    with App(models=resolve(roles=("embedding",)), settings=IndexSettings()) as app:
+        store = app.open_store()
+        clock.start()
+        indexer = app.indexer(store, on_progress=on_progress, cancel=cancel)
+        try:
+            return indexer.run([str(tree)])
+        finally:
+            indexer.close()
+            store.close()
+
+
+def bench_tree(env, work: Path, files: int, res: Results) -> None:  # type: ignore[no-untyped-def]
+    """(c) time to cards for every file, and to done, via the indexer's progress."""
+    clock = Clock()
 
     def progress(p) -> None:  # type: ignore[no-untyped-def]
-        if p.phase in ("chunks", "done") and "cards" not in marks:
-            marks["cards"] = time.perf_counter() - started
+        if p.phase in ("chunks", "done"):
+            clock.mark("cards")
 
-    with app:
-        store = app.open_store()
-        indexer = app.indexer(store, on_progress=progress)
-        report = indexer.run([str(tree)])
-        indexer.close()
-        store.close()
-    total = time.perf_counter() - started
-    cards = marks.get("cards", total)
+    tree = mixed_tree(work / "tree-c", files)
+    report = index_tree(env, work / "home-c", tree, clock, progress)
+    total = clock.mark("done")
+    cards = clock.marks.get("cards", total)
     res.add("c", f"{files}-file mixed tree: every file searchable (cards)", f"{cards:.0f} s",
             note=f"{report.tokens} tokens in all")  # fmt: skip
     res.add("c", f"{files}-file mixed tree: fully indexed", f"{total:.0f} s")
@@ -416,31 +436,17 @@ def bench_names(env, work: Path, files: int, res: Results) -> None:  # type: ign
     and one commit; the run is stopped there)."""
     import threading
 
-    from launcher.app import App
-    from launcher.models import resolve
-    from launcher.walk import IndexSettings
-
-    tree = mixed_tree(work / "tree-names", files)
-    os.environ["LAUNCHER_HOME"] = str(work / "home-names")
-    for k in ("LAUNCHER_MODEL", "LAUNCHER_MMPROJ"):
-        os.environ[k] = env[k]
+    clock = Clock()
     cancel = threading.Event()
-    marks: dict[str, float] = {}
 
     def progress(p) -> None:  # type: ignore[no-untyped-def]
         if p.phase == "queued":
-            marks["names"] = time.perf_counter() - started
+            clock.mark("names")
             cancel.set()
 
-    app = App(models=resolve(roles=("embedding",)), settings=IndexSettings())
-    with app:
-        store = app.open_store()
-        started = time.perf_counter()
-        indexer = app.indexer(store, on_progress=progress, cancel=cancel)
-        indexer.run([str(tree)])
-        indexer.close()
-        store.close()
-    t = marks["names"]
+    index_tree(env, work / "home-names", mixed_tree(work / "tree-names", files), clock,
+               progress, cancel)  # fmt: skip
+    t = clock.marks["names"]
     named = f"{t:.2f} s" if t >= 1 else f"{t * 1000:.0f} ms"
     res.add("c", f"{files}-file mixed tree: every file findable by name", named,
             note="walked and committed before any model work")  # fmt: skip

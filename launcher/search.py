@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -170,11 +170,10 @@ class Searcher:
         exact = self._exact(query.text, tables, best, allowed)
         hits: list[Hit] = []
         for fi in set(best) | set(exact):
-            row, score = best.get(fi, (self._best_row(scores, tables, fi), None))
-            if score is None:
-                score = float(scores[row]) if row >= 0 else 0.0
-                if not np.isfinite(score):  # an exact match outside the first pass's shortlist
-                    row, score = self._rescore(snap, tables, fi, qvec)
+            if fi in best:
+                row, score = best[fi]
+            else:  # found by an exact match only
+                row, score = self._file_best(snap, scores, tables, fi, qvec)
             is_exact = fi in exact
             line = exact.get(fi)
             if line is not None:  # show where the text is, not the nearest meaning
@@ -224,17 +223,17 @@ class Searcher:
             k = min(n, k * 4)
 
     @staticmethod
-    def _best_row(scores: np.ndarray, tables: _Tables, fi: int) -> int:
+    def _file_best(
+        snap: Snapshot, scores: np.ndarray, tables: _Tables, fi: int, qvec: np.ndarray
+    ) -> tuple[int, float]:
+        """File ``fi``'s best row and its cosine; (-1, 0.0) for a file without vectors. Rows
+        the first pass of a large index left out (-inf) are scored exactly here."""
         rows = np.nonzero(tables.row_file == fi)[0]
         if rows.size == 0:
-            return -1
-        return int(rows[np.argmax(scores[rows])])
-
-    @staticmethod
-    def _rescore(snap: Snapshot, tables: _Tables, fi: int, qvec: np.ndarray) -> tuple[int, float]:
-        """The best row of file ``fi`` and its exact cosine, computed from its own rows."""
-        rows = np.nonzero(tables.row_file == fi)[0]
-        sims = snap.matrix()[rows].astype(np.float32) @ np.asarray(qvec, np.float32)
+            return -1, 0.0
+        sims = scores[rows]
+        if not np.isfinite(sims).any():
+            sims = snap.matrix()[rows].astype(np.float32) @ np.asarray(qvec, np.float32)
         best = int(np.argmax(sims))
         return int(rows[best]), float(sims[best])
 
@@ -388,10 +387,10 @@ class Searcher:
     def status(self) -> IndexStatus:
         snap = self._snapshot()
         files = snap.files
-        failed = sum(1 for f in files if f.status == "failed")
-        pending = sum(1 for f in files if f.status == "pending_chunks")
-        queued = sum(1 for f in files if f.status == "queued")
-        return IndexStatus(files=len(files), pending=pending, failed=failed, queued=queued)
+        n = Counter(f.status for f in files)
+        return IndexStatus(
+            files=len(files), pending=n["pending_chunks"], failed=n["failed"], queued=n["queued"]
+        )
 
 
 def _around(text: str, query: str, limit: int) -> str:

@@ -186,7 +186,7 @@ def _terms(text: str) -> list[str]:
     """What to mark: the whole query as typed (codes such as INV-2024-0917) and its words
     of 2+ characters that are not stop words; longest first."""
     lower = text.lower()
-    words = {t for t in re.findall(r"\w{2,}", lower) if t not in _STOPWORDS}
+    words = set(re.findall(r"\w{2,}", lower))
     # tokens with inner punctuation (INV-2024-0917, foo.py) and the whole query, as typed
     words |= {t for t in (w.strip(".,;:!?()[]{}'\"") for w in lower.split()) if len(t) >= 3}
     whole = " ".join(lower.split())
