@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -162,6 +163,20 @@ def load_image(
         # PIL reports truncated and corrupt data as OSError/ValueError/SyntaxError.
         raise ImageError(f"{what}: corrupt or truncated image ({err})") from err
     return image
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS. glibc keeps the freed pixels of a large
+    image in its heap (a 40 MP query image left the page 160 MB larger for good)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+        return
+    trim(0)
 
 
 @dataclass(frozen=True)

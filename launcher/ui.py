@@ -959,8 +959,14 @@ def build_app(
             rerank_top=opts.rerank_top,
             note=note,
         )
-        for frame in frames:
-            yield f"<!-- {next(renders)} -->{frame}"  # always a new value: the page hears it
+        try:
+            for frame in frames:
+                yield f"<!-- {next(renders)} -->{frame}"  # always a new value: the page hears it
+        finally:
+            if picture is not None:
+                from .images import release_memory
+
+                release_memory()  # its decoded pixels are garbage now
 
     def status_html() -> str:
         try:
@@ -1533,8 +1539,6 @@ class RunningUI:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
-        if self._sock is not None:
-            self._sock.close()
         if self.upload_dir is not None:
             shutil.rmtree(self.upload_dir, ignore_errors=True)
 
