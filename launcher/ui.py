@@ -1125,6 +1125,7 @@ _BLOCKED_ROUTE = re.compile(
     re.IGNORECASE,
 )
 OPEN_ROUTES = frozenset({"/healthz"})  # answer without the key (they reveal nothing)
+TICKET_ROUTE = "/ticket"  # POST with the key header: a single-use link for a browser
 KEY_HEADER = "x-launcher-key"
 _KEY_PARAM = "key"
 _NEEDS_KEY_HTML = (
@@ -1234,14 +1235,39 @@ class _UploadBudget:
         self.in_flight = max(0, self.in_flight - size)
 
 
+class Tickets:
+    """Single-use keys for the links handed to a browser. A link is passed to the browser
+    on its command line, which every local user can read (``ps``) for as long as that
+    browser runs; once used (or after ``ttl`` seconds) it opens nothing."""
+
+    def __init__(self, ttl: float = 600.0) -> None:
+        self.ttl = ttl
+        self._live: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def mint(self) -> str:
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._live = {t: end for t, end in self._live.items() if end > now}
+            self._live[token] = now + self.ttl
+        return token
+
+    def redeem(self, token: str) -> bool:
+        with self._lock:
+            end = self._live.pop(token, None)
+        return end is not None and end > time.monotonic()
+
+
 class _Guard:
     """ASGI middleware in front of every route (a plain ASGI class, not Starlette's
     ``BaseHTTPMiddleware``, so streams end cleanly on shutdown).
 
     In order: the Host header (DNS rebinding), cross-site requests (CSRF), the run's key
-    (from the ``key`` URL parameter once, then an HttpOnly SameSite=Strict cookie, or
-    the ``X-Launcher-Key`` header), Gradio's file routes (this run's uploads only), routes
-    the page does not use, and the upload limits.
+    (the ``key`` URL parameter, the key or a single-use ticket, is swapped for an
+    HttpOnly SameSite=Strict cookie; scripts send the ``X-Launcher-Key`` header),
+    Gradio's file routes (this run's uploads only), routes the page does not use, and
+    the upload limits.
     """
 
     def __init__(
@@ -1253,9 +1279,11 @@ class _Guard:
         host_ok: Callable[[str], bool],
         folder: Path,
         budget: _UploadBudget,
+        tickets: Tickets,
     ) -> None:
         self.app = app
         self.key = key
+        self.tickets = tickets
         self.cookie = cookie
         self.host_ok = host_ok
         self.folder = folder
@@ -1304,10 +1332,12 @@ class _Guard:
         path = conn.scope.get("path", "")
         if path in OPEN_ROUTES:
             return None
-        key = conn.query_params.get(_KEY_PARAM)
-        if key is None:
-            key = headers.get(KEY_HEADER) or conn.cookies.get(self.cookie)
-        if not self._has_key(key):
+        link = conn.query_params.get(_KEY_PARAM)
+        if link is not None:  # a link: the key (printed by launch) or a single-use ticket
+            ok = self._has_key(link) or self.tickets.redeem(link)
+        else:
+            ok = self._has_key(headers.get(KEY_HEADER) or conn.cookies.get(self.cookie))
+        if not ok:
             return 401, "this page needs its key: open it with the hotkey or `launcher.py launch`"
         m = _FILE_ROUTE.match(path)
         if m and not _inside(urllib.parse.unquote(m.group(1)), self.folder):
@@ -1392,6 +1422,7 @@ def create_server_app(
     key: str = "",
     upload_dir: Path | None = None,
     options: UIOptions | None = None,
+    tickets: Tickets | None = None,
 ) -> FastAPI:
     """FastAPI app: ``/thumb``, ``/healthz``, the guard, and the page mounted at ``/``.
 
@@ -1414,6 +1445,7 @@ def create_server_app(
         host_ok=host_checker(host),
         folder=folder,
         budget=budget,
+        tickets=tickets if tickets is not None else Tickets(),
     )
 
     @app.get("/thumb", response_model=None)
@@ -1434,6 +1466,12 @@ def create_server_app(
     @app.get("/healthz", response_model=None)
     def healthz():
         return JSONResponse({"app": "launcher", "instance": instance})
+
+    if tickets is not None:
+
+        @app.post(TICKET_ROUTE, response_model=None)
+        def ticket():  # for a second `launch`, which knows the key from ui.json
+            return JSONResponse({"ticket": tickets.mint()})
 
     with _gradio_temp(folder):  # the components and Gradio's app take their upload dir now
         blocks = blocks if blocks is not None else build_app(service, options=opts, uploads=folder)
@@ -1492,15 +1530,23 @@ class RunningUI:
     focuser: Focuser | None = None
     key: str = ""  # this run's secret: every route but /healthz needs it
     app: Any = None  # the ASGI app served (its routes, for tests and audits)
+    tickets: Tickets | None = None
     _server: Any = None
     _thread: threading.Thread | None = None
     _sock: socket.socket | None = None
 
     @property
-    def open_url(self) -> str:
-        """The URL that opens the page in a browser: ``url`` with the key, which the page
-        swaps for a cookie at once."""
+    def key_url(self) -> str:
+        """``url`` with the key (what ``launch`` prints; it opens the page any number of
+        times): the page swaps it for a cookie at once."""
         return with_key(self.url, self.key)
+
+    @property
+    def open_url(self) -> str:
+        """A new single-use link that opens the page in a browser (see ``Tickets``)."""
+        if self.tickets is None:
+            return self.key_url
+        return with_key(self.url, self.tickets.mint())
 
     @property
     def key_header(self) -> dict[str, str]:
@@ -1518,7 +1564,7 @@ class RunningUI:
     def focus(self) -> str:
         """Bring the page to the front (open it the first time)."""
         if self.focuser is None:
-            self.focuser = Focuser(self.open_url)
+            self.focuser = Focuser(lambda: self.open_url)
         return self.focuser()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -1639,6 +1685,7 @@ def serve(
     opts = options or UIOptions()
     instance = secrets.token_hex(8)
     key = secrets.token_urlsafe(32)
+    tickets = Tickets()
     sock = sock if sock is not None else bind(host, port)
     # Importing gradio takes seconds: meanwhile a "starting" page answers on the socket
     # (reloading itself), so a browser opened by the hotkey never meets a refused port.
@@ -1659,7 +1706,7 @@ def serve(
     try:
         app = create_server_app(
             service, host=host, port=bound_port, instance=instance, key=key, upload_dir=run_dir,
-            options=opts,
+            options=opts, tickets=tickets,
         )  # fmt: skip
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
@@ -1693,11 +1740,12 @@ def serve(
         upload_dir=run_dir,
         key=key,
         app=app,
+        tickets=tickets,
         _server=server,
         _thread=thread,
         _sock=sock,
     )
-    ui.focuser = Focuser(ui.open_url)
+    ui.focuser = Focuser(lambda: ui.open_url)
     if hotkey:
         from .hotkey import start_hotkey
 
@@ -1738,8 +1786,8 @@ def clear_instance(ui: RunningUI, path: Path | None = None) -> None:
 
 
 def running_instance(timeout: float = 1.0, path: Path | None = None) -> str | None:
-    """The URL (with its key) of a UI already running for this user, if it answers
-    /healthz with the instance recorded in ``path``; else None."""
+    """A single-use link to the UI already running for this user, if it answers /healthz
+    with the instance recorded in ``path`` and gives a ticket for its key; else None."""
     try:
         info = json.loads((path or instance_file()).read_text())
         url, token, key = str(info["url"]), str(info["instance"]), str(info["key"])
@@ -1754,8 +1802,17 @@ def running_instance(timeout: float = 1.0, path: Path | None = None) -> str | No
             data = json.loads(resp.read(4096))
     except (OSError, ValueError):
         return None
-    ok = data.get("app") == "launcher" and data.get("instance") == token
-    return with_key(url, key) if ok else None
+    if data.get("app") != "launcher" or data.get("instance") != token:
+        return None
+    try:
+        req = urllib.request.Request(
+            url.rstrip("/") + TICKET_ROUTE, data=b"", method="POST", headers={KEY_HEADER: key}
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            ticket = str(json.loads(resp.read(4096))["ticket"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return with_key(url, ticket)
 
 
 # --------------------------------------------------------------------------- command
@@ -1839,7 +1896,7 @@ def run_launch(
         try:
             for warning in ui.warnings:
                 say(f"launcher: WARNING: {warning}")
-            say(f"launcher: search at {ui.open_url}  (Ctrl+C to stop)")
+            say(f"launcher: search at {ui.key_url}  (Ctrl+C to stop)")
             if ui.hotkey is not None:
                 say(f"launcher: {ui.hotkey}")
             write_instance(ui, record)

@@ -267,6 +267,26 @@ def test_the_link_sets_a_strict_httponly_cookie_and_a_clean_url(fake: Server) ->
     assert b"hotkey" in request(fake.port, "GET", "/", headers={"Accept": "text/html"})[2]
 
 
+def test_links_handed_to_a_browser_open_the_page_once(
+    fake: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser gets its link on its command line, which other users can read (ps):
+    the hotkey and a second launch hand it single-use tickets, never the key."""
+    opened: list[str] = []
+    monkeypatch.setattr("launcher.hotkey.webbrowser.open", opened.append)
+    monkeypatch.setattr("launcher.hotkey.focus_window", lambda title=None: False)
+    fake.ui.focuser = None
+    fake.ui.focus()
+    fake.ui.focus()
+    assert len(opened) == 2 and opened[0] != opened[1]
+    for url in opened:
+        assert fake.ui.key not in url
+        target = url[len(fake.ui.url) - 1 :]
+        assert request(fake.port, "GET", target)[0] == 303
+        assert request(fake.port, "GET", target)[0] == 401  # used up
+    assert request(fake.port, "POST", ui.TICKET_ROUTE)[0] == 401
+
+
 def test_the_key_is_not_guessable_and_differs_per_run(fake: Server, tmp_path: Path) -> None:
     assert len(fake.ui.key) >= 40  # 32 random bytes
     with ui.serve(FakeService(tmp_path / "r"), port=0, open_browser=False, hotkey=None) as other:

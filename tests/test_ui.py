@@ -617,7 +617,12 @@ def test_component_server_refuses_unindexed_paths(
 
 def test_running_instance_roundtrip(served: Served) -> None:
     ui.write_instance(served.ui)
-    assert ui.running_instance() == served.ui.open_url
+    link = ui.running_instance()
+    assert link is not None and link.startswith(served.ui.url + "?key=")
+    assert link != ui.running_instance()  # a new single-use link each time
+    path = link[len(served.base) :]
+    assert _get(served.base + path)[0] == 303  # opens the page once
+    assert _get(served.base + path)[0] == 401  # and only once
     ui.clear_instance(served.ui)
     assert ui.running_instance() is None
 
@@ -975,7 +980,7 @@ def test_launch_focuses_a_running_ui(served: Served, monkeypatch: pytest.MonkeyP
         assert ui.run_launch(factory, _launch_args(), echo=lines.append) == 0
     finally:
         ui.clear_instance(served.ui)
-    assert opened == [served.ui.open_url]
+    assert len(opened) == 1 and opened[0].startswith(served.ui.url + "?key=")
     assert "already running" in lines[0]
 
 
