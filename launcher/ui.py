@@ -1202,6 +1202,7 @@ class _UploadBudget:
     per_request: int
     total: int
     in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _usage(self) -> list[tuple[float, int, Path]]:
         files = []
@@ -1218,21 +1219,25 @@ class _UploadBudget:
         if size > self.per_request:
             mb = self.per_request / 1e6
             return f"upload refused: larger than {mb:g} MB (this page takes images up to that)"
-        files = self._usage()
-        used = sum(size for _, size, _ in files) + self.in_flight
-        for _, old_size, old in files:  # oldest first: earlier query images
-            if used + size <= self.total:
-                break
-            with contextlib.suppress(OSError):
-                old.unlink()
-                used -= old_size
-        if used + size > self.total:
-            return "upload refused: too many uploads at once; try again in a moment"
-        self.in_flight += size
+        if size > self.total:
+            return f"upload refused: larger than {self.total / 1e6:g} MB"
+        with self._lock:
+            files = self._usage()
+            used = sum(size for _, size, _ in files) + self.in_flight
+            for _, old_size, old in files:  # oldest first: earlier query images
+                if used + size <= self.total:
+                    break
+                with contextlib.suppress(OSError):
+                    old.unlink()
+                    used -= old_size
+            if used + size > self.total:
+                return "upload refused: too many uploads at once; try again in a moment"
+            self.in_flight += size
         return None
 
     def release(self, size: int) -> None:
-        self.in_flight = max(0, self.in_flight - size)
+        with self._lock:
+            self.in_flight = max(0, self.in_flight - size)
 
 
 class Tickets:
@@ -1306,6 +1311,7 @@ class _Guard:
         path = scope.get("path", "")
         if (
             scope["type"] == "http"
+            and path not in OPEN_ROUTES  # their key parameter was never checked
             and scope.get("method") in ("GET", "HEAD")
             and _KEY_PARAM in conn.query_params
         ):

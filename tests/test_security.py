@@ -239,16 +239,20 @@ def test_every_route_refuses_a_client_without_the_key(fake: Server) -> None:
     for path, methods in [*routes, ("/no-such-route", frozenset({"GET", "POST"}))]:
         target = fill(path)
         for method in sorted(methods):
-            for headers in (
-                {},
-                {ui.KEY_HEADER: "wrong"},
-                {"Cookie": f"{ui.key_cookie(fake.port)}=x"},
+            sep = "&" if "?" in target else "?"
+            for headers, url in (
+                ({}, target),
+                ({ui.KEY_HEADER: "wrong"}, target),
+                ({"Cookie": f"{ui.key_cookie(fake.port)}=x"}, target),
+                ({}, f"{target}{sep}key=wrong"),
             ):
-                status, _, body = request(fake.port, method, target, headers=headers, body=b"{}")
+                status, got, body = request(fake.port, method, url, headers=headers, body=b"{}")
+                if fake.ui.key.encode() in body or "set-cookie" in got:
+                    open_.append((method, url, headers, status, "gave the key away"))
                 if path in ui.OPEN_ROUTES:
                     continue
                 if status not in (401, 403):
-                    open_.append((method, target, headers, status, body[:80]))
+                    open_.append((method, url, headers, status, body[:80]))
     assert open_ == []
     status, _, body = request(fake.port, "GET", "/healthz")  # the one open route
     assert status == 200 and set(json.loads(body)) == {"app", "instance"}
