@@ -197,7 +197,7 @@ def visible(text: str) -> str:
     """``text`` as it may be shown: bytes of a file name that are not valid UTF-8 (kept
     by Python as lone surrogates, which JSON cannot carry) as ``\\xNN``, and control,
     bidi and invisible characters as ``<U+202E>``, so a name cannot pose as another
-    ("invoice\u202efdp.exe")."""
+    (a right-to-left override makes "invoice<U+202E>fdp.exe" read "invoiceexe.pdf")."""
     if text.isprintable():
         return text
     out = []
@@ -999,7 +999,7 @@ def build_app(
                 )
                 image = gr.Image(
                     elem_id="limg",
-                    type="filepath",  # decoded by query_image, after its pixel check
+                    type="filepath",  # decoded by the search, after query_image checks it
                     image_mode=None,  # so gradio itself only reads the header
                     sources=["upload", "clipboard"],
                     show_label=False,
@@ -1843,8 +1843,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM (``kill``, logout, systemd) ends ``launch`` the way Ctrl+C does: through
-    its cleanup (uploads deleted, ui.json removed)."""
+    """SIGTERM (``kill``, logout, systemd) and SIGHUP (the terminal closed) end ``launch``
+    the way Ctrl+C does: through its cleanup (uploads deleted, ui.json removed)."""
     import signal
 
     if threading.current_thread() is not threading.main_thread() or os.name == "nt":
@@ -1854,11 +1854,13 @@ def _sigterm_stops() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, stop)
+    signals = [signal.SIGTERM, signal.SIGHUP]
+    before = {sig: signal.signal(sig, stop) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def run_launch(

@@ -627,7 +627,7 @@ def _wait_instance(home: Path, proc: subprocess.Popen[str], timeout: float = 120
     raise AssertionError("launch did not start")
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_launch_stops_cleanly_with_a_tab_connected(
     tiny_models: Any, tmp_path: Path, how: signal.Signals
 ) -> None:
@@ -680,6 +680,28 @@ def test_launch_on_a_busy_port_says_so_and_exits_1(tiny_models: Any, tmp_path: P
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, (proc.returncode, err)
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_a_busy_port_fails_before_the_back_end_starts() -> None:
+    """The segfault on a busy port: the model was loading in a thread while the process
+    exited. Now the port is taken first, so nothing has started when it fails."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    ui.add_launch_arguments(parser)
+    started: list[bool] = []
+
+    def factory() -> Any:
+        started.append(True)
+        raise AssertionError("the back end must not start")
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        args = parser.parse_args(["--no-browser", "--port", str(busy.getsockname()[1])])
+        with pytest.raises(ui.UIError, match="cannot listen"):
+            ui.run_launch(factory, args, echo=lambda line: None)
+    assert started == []
 
 
 def test_a_busy_default_port_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
