@@ -1371,7 +1371,10 @@ class _Guard:
         query = urllib.parse.urlencode(
             [(k, v) for k, v in conn.query_params.multi_items() if k != _KEY_PARAM]
         )
-        target = scope.get("path", "/") + (f"?{query}" if query else "")
+        path = scope.get("path", "/")
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            path = "/"  # never a redirect off this server ("//evil.example/")
+        target = path + (f"?{query}" if query else "")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             self.cookie, self.key, httponly=True, samesite="strict", path="/", secure=False

@@ -267,6 +267,8 @@ def test_the_link_sets_a_strict_httponly_cookie_and_a_clean_url(fake: Server) ->
     jar = {"Cookie": cookie.split(";", 1)[0]}
     assert request(fake.port, "GET", "/", headers=jar)[0] == 200
     assert request(fake.port, "GET", "/?key=wrong")[0] == 401
+    status, headers, _ = request(fake.port, "GET", f"//evil.example/?key={fake.ui.key}")
+    assert status == 303 and headers["location"] == "/"  # never off this server
     assert request(fake.port, "GET", "/", headers={"Accept": "text/html"})[0] == 401
     assert b"hotkey" in request(fake.port, "GET", "/", headers={"Accept": "text/html"})[2]
 
