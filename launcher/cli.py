@@ -74,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LauncherError as err:
         print(f"launcher: error: {err}", file=sys.stderr)
+        for line in err.details:
+            print(f"  {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("launcher: interrupted", file=sys.stderr)
