@@ -21,6 +21,10 @@ class ModelNotFound(ModelError):
     """No model file at the path given, or none configured or discovered."""
 
 
+class ModelSwitchedOff(ModelNotFound):
+    """The slot was set to "none" on purpose (e.g. no reranker wanted)."""
+
+
 class NotGGUF(ModelError):
     """The file exists but is not a GGUF file."""
 

@@ -50,6 +50,7 @@ from .errors import (
     MmprojRequired,
     ModelError,
     ModelNotFound,
+    ModelSwitchedOff,
     WrongArchitecture,
 )
 from .gguf_meta import GGUFMeta, read_metadata
@@ -357,7 +358,7 @@ class ResolvedModels:
 
     def _not_found(self, what: str, slot: Slot) -> ModelNotFound:
         if self.sources.get(slot) == "off":
-            return ModelNotFound(f'the {what} is switched off ("none")')
+            return ModelSwitchedOff(f'the {what} is switched off ("none")')
         where = ", ".join(str(d) for d in self.searched) or "no folders"
         cfg = f"[models] {slot} in {self.config_path}" if self.config_path else "the config file"
         unusable = [m for m in self.discovered if not m.usable]
