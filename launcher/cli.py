@@ -75,7 +75,10 @@ def _setup_logging(verbose: bool) -> None:
         """One line per record on whatever ``sys.stderr`` is now (tests swap it)."""
 
         def emit(self, record: logging.LogRecord) -> None:
-            sys.stderr.write(f"launcher: {record.levelname.lower()}: {record.getMessage()}\n")
+            # on a terminal, start from a clean line (a progress bar may be drawn there)
+            clear = "\r\033[K" if sys.stderr.isatty() else ""
+            level = record.levelname.lower()
+            sys.stderr.write(f"{clear}launcher: {level}: {record.getMessage()}\n")
 
     logger = logging.getLogger("launcher")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):

@@ -397,12 +397,15 @@ class Indexer:
 
     def _chunks(self, paths: list[str], report: Report) -> None:
         todo = [p for p in dict.fromkeys(paths) if self._needs_chunks(p)]
-        timer = _Rate(len(todo))
         jobs = []
         for path in todo:
             rec = self.store.get(path)
             assert rec is not None
             jobs.append(_Job(FileEntry(path, rec.size, rec.mtime_ns, ""), is_new=False))
+        # A file's chunk work grows with its size up to max_chunks (~4 bytes a token): the
+        # ETA weighs files by that, not one file like another.
+        cap = self.settings.max_chunks * self.settings.chunk_tokens * 4
+        timer = _Rate(len(todo), [max(1, min(job.entry.size, cap)) for job in jobs])
         for job in self._prefetched(jobs):
             if self.cancel.is_set():
                 break
@@ -415,13 +418,10 @@ class Indexer:
                 # Changed or unreadable since its card was embedded: the next run redoes it.
                 timer.finish()
                 continue
-            outcomes = self._embed_chunks(result.chunks, path, timer)
+            outcomes = self._embed_chunks(result.chunks, path, timer, report)
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):
-                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
-                report.tokens += tokens
-                timer.add_tokens(tokens)
                 if isinstance(vec, np.ndarray):
                     pieces.append(piece)
                     vectors.append(vec)
@@ -431,7 +431,7 @@ class Indexer:
             self.store.maybe_commit()
 
     def _embed_chunks(
-        self, chunks: Sequence[Piece], path: str, timer: _Rate
+        self, chunks: Sequence[Piece], path: str, timer: _Rate, report: Report
     ) -> list[np.ndarray | InputError]:
         """A long file's chunks, ``CHUNK_SLICE`` at a time, reporting progress inside it."""
         outcomes: list[np.ndarray | InputError] = []
@@ -439,6 +439,10 @@ class Indexer:
             self.on_progress(timer.progress("chunks", path, start, len(chunks)))
             part = chunks[start : start + CHUNK_SLICE]
             outcomes += self.embedder.embed_each([self._input(c, path) for c in part])
+            for piece in part:
+                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
+                report.tokens += tokens
+                timer.add_tokens(tokens)
         return outcomes
 
     def _needs_chunks(self, path: str) -> bool:
@@ -447,16 +451,23 @@ class Indexer:
 
 
 class _Rate:
-    """Files/s, tokens/s and ETA for progress reports. ``done`` counts finished files; the
-    file in progress counts by the share of its pieces done, so a long one moves the ETA."""
+    """Files/s, tokens/s and ETA for progress reports, over files taken in order.
 
-    def __init__(self, total: int) -> None:
+    ``done`` counts finished files. The ETA counts work: each file's ``weights`` entry (1 by
+    default), the file in progress by the share of its pieces done, so a long file moves it.
+    """
+
+    def __init__(self, total: int, weights: Sequence[int] | None = None) -> None:
         self.total = total
+        self.weights = list(weights) if weights is not None else [1] * total
+        self.work = sum(self.weights)
         self.done = 0
+        self.worked = 0
         self.tokens = 0
         self.start = time.monotonic()
 
     def finish(self, files: int = 1) -> None:
+        self.worked += sum(self.weights[self.done : self.done + files])
         self.done += files
 
     def add_tokens(self, tokens: int) -> None:
@@ -464,11 +475,11 @@ class _Rate:
 
     def progress(self, phase: str, path: str, part: int = 0, parts: int = 0) -> Progress:
         elapsed = max(time.monotonic() - self.start, 1e-6)
-        worked = self.done + (part / parts if parts else 0.0)
-        fps = worked / elapsed
-        eta = (self.total - worked) / fps if fps > 0 else None
+        current = self.weights[self.done] if self.done < len(self.weights) else 0
+        worked = self.worked + (current * part / parts if parts else 0.0)
+        eta = (self.work - worked) * elapsed / worked if worked > 0 else None
         return Progress(
-            phase, self.done, self.total, path, fps, self.tokens / elapsed, eta,
+            phase, self.done, self.total, path, self.done / elapsed, self.tokens / elapsed, eta,
             part=part, parts=parts,
         )  # fmt: skip
 

@@ -51,6 +51,18 @@ def test_search_before_any_index_says_how_to_make_one_and_creates_nothing(
     assert not isolated_home.exists()  # no data folder, index folder or lock file
 
 
+def test_the_page_says_how_to_index_when_the_index_is_empty() -> None:
+    from launcher.query import IndexStatus
+    from launcher.ui import render_status
+
+    empty = render_status(IndexStatus(files=0, pending=0, failed=0))
+    assert "nothing indexed yet" in empty and "launcher.py index" in empty
+    one = render_status(IndexStatus(files=1, pending=0, failed=0))
+    assert "1 file<" in one and "nothing indexed" not in one
+    busy = render_status(IndexStatus(files=0, pending=0, failed=0, indexing=True))
+    assert "nothing indexed" not in busy  # the first run is under way
+
+
 # --------------------------------------------------------------------------- flags
 
 
