@@ -54,6 +54,7 @@ from .errors import (
     WrongArchitecture,
 )
 from .gguf_meta import GGUFMeta, read_metadata
+from .walk import plural
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -363,7 +364,8 @@ class ResolvedModels:
         cfg = f"[models] {slot} in {self.config_path}" if self.config_path else "the config file"
         unusable = [m for m in self.discovered if not m.usable]
         extra = (
-            f"; {len(unusable)} GGUF file(s) there are not usable (see `launcher.py models`)"
+            f"; {plural(len(unusable), 'GGUF file')} there "
+            f"{'is' if len(unusable) == 1 else 'are'} not usable (see `launcher.py models`)"
             if unusable
             else ""
         )
