@@ -539,7 +539,7 @@ def test_require_embedding_says_where_it_looked(no_repo_models: Path) -> None:
     assert str(no_repo_models) in msg and str(paths.models_dir()) in msg
     assert "$LAUNCHER_MODEL" in msg and "--model" in msg
     assert "models pull" in msg and "models/" in msg
-    assert "1 GGUF file(s) there are not usable" in msg
+    assert "1 GGUF file there is not usable" in msg
     with pytest.raises(ModelNotFound, match="no reranker"):
         r.require_reranker()
 
