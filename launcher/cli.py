@@ -7,10 +7,33 @@ Each area registers its subcommands through a ``register(sub, common)`` function
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
 from .errors import LauncherError
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--top 0`` or ``-1`` is an error, not 'none')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def score(text: str) -> float:
+    """argparse type: a finite score between -1 and 1 (cosine; the reranker gives 0 to 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between -1 and 1, got {text}")
+    return value
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -23,7 +46,7 @@ def common_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--reranker", help="reranker GGUF (else $LAUNCHER_RERANKER, config, discovery)")
     g.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: physical cores)"
+        "--threads", type=positive_int, default=None, help="CPU threads (default: physical cores)"
     )
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log output")
     return p
@@ -52,7 +75,10 @@ def _setup_logging(verbose: bool) -> None:
         """One line per record on whatever ``sys.stderr`` is now (tests swap it)."""
 
         def emit(self, record: logging.LogRecord) -> None:
-            sys.stderr.write(f"launcher: {record.levelname.lower()}: {record.getMessage()}\n")
+            # on a terminal, start from a clean line (a progress bar may be drawn there)
+            clear = "\r\033[K" if sys.stderr.isatty() else ""
+            level = record.levelname.lower()
+            sys.stderr.write(f"{clear}launcher: {level}: {record.getMessage()}\n")
 
     logger = logging.getLogger("launcher")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
@@ -74,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LauncherError as err:
         print(f"launcher: error: {err}", file=sys.stderr)
+        for line in err.details:
+            print(f"  {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("launcher: interrupted", file=sys.stderr)

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from .cli import positive_int
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -20,8 +22,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--image", action="append", default=[], metavar="PATH", help="image (repeatable)"
     )
     p.add_argument("--instruction", help="instruction (default: Represent the user's input.)")
-    p.add_argument("--dims", type=int, help="Matryoshka dimensions (truncate, renormalise)")
-    p.add_argument("--max-pixels", type=int, help="image pixel budget (lower is faster)")
+    p.add_argument(
+        "--dims", type=positive_int, help="Matryoshka dimensions (truncate, renormalise)"
+    )
+    p.add_argument("--max-pixels", type=positive_int, help="image pixel budget (lower is faster)")
     p.add_argument("--show-prompt", action="store_true", help="print the prompt to stderr")
     p.add_argument("--json", action="store_true", help='print {"dim", "embedding", "model"}')
     p.set_defaults(func=cmd_embed)

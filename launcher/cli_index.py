@@ -12,7 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
-from .walk import human_size
+from .walk import human_size, plural
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -51,41 +51,96 @@ def _app(args: argparse.Namespace) -> Any:
 
 
 class TerminalProgress:
-    """One self-rewriting line on stderr when it is a terminal; silent otherwise."""
+    """One self-rewriting line on stderr when it is a terminal; silent otherwise.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    Between the indexer's reports a ticker redraws the line once a second with the time
+    spent on the current file, so a long file or a large picture never looks frozen.
+    ``close()`` (also on Ctrl+C and errors) erases the line before anything else is printed.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, tick: float = 1.0) -> None:
         self.stream = stream = stream or sys.stderr
         self.enabled = stream.isatty()
         self._last = 0.0
         self._width = shutil.get_terminal_size((100, 20)).columns
+        self._tick = tick
+        self._lock = threading.Lock()
+        self._current: Any = None
+        self._since = 0.0  # when work on the current file started
+        self._shown = False
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __call__(self, p: Any) -> None:
         if not self.enabled:
             return
+        if p.phase == "done":
+            self.close()
+            return
         now = time.monotonic()
-        if p.phase not in ("done",) and now - self._last < 0.1:
-            return
+        with self._lock:
+            cur = self._current
+            if cur is None or (cur.phase, cur.path) != (p.phase, p.path):
+                self._since = now
+            self._current = p
+            if now - self._last < 0.1:
+                return
+            self._draw(now)
+        if self._ticker is None and p.phase in ("cards", "chunks"):
+            self._ticker = threading.Thread(target=self._tick_loop, name="progress", daemon=True)
+            self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                if self._current is not None and not self._stop.is_set():
+                    self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
         self._last = now
-        if p.phase == "scan":
-            line = f"scanning… {p.done} files to index"
-        elif p.phase == "queued":
-            line = f"{p.done} new files findable by name; embedding…"
-        elif p.phase == "done":
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            return
-        else:
-            eta = _duration(p.eta_s) if p.eta_s is not None else "–"
-            bar = _bar(p.done, p.total, 20)
-            # slow files (long documents on a CPU) read better as seconds per file
-            fps = p.files_per_s
-            rate = f"{1 / fps:.0f} s/file" if 0 < fps < 0.1 else f"{fps:.1f} files/s"
-            line = (
-                f"{p.phase:6} {bar} {p.done}/{p.total}  {rate}  "
-                f"{p.tokens_per_s:.0f} tok/s  ETA {eta}  {os.path.basename(p.path)}"
-            )
-        self.stream.write("\r\033[K" + line[: self._width - 1])
+        line = progress_line(self._current, now - self._since, self._width - 1)
+        self.stream.write("\r\033[K" + line)
         self.stream.flush()
+        self._shown = True
+
+    def close(self) -> None:
+        """Stop redrawing and erase the line (the cursor is left at its start)."""
+        self._stop.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(2)
+        with self._lock:
+            self._current = None
+            if self._shown:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self._shown = False
+
+
+def progress_line(p: Any, elapsed: float, width: int) -> str:
+    """The progress line for ``p`` (``elapsed``: seconds on its current file), at most
+    ``width`` characters; the file name is shortened first."""
+    if p.phase == "scan":
+        head = f"scanning… {plural(p.found, 'file')} found, {p.done:,} to index"
+    elif p.phase == "queued":
+        return f"{plural(p.done, 'new file')} findable by name; embedding…"[:width]
+    else:
+        eta = _duration(p.eta_s) if p.eta_s is not None else "–"
+        head = (
+            f"{p.phase:6} {_bar(p.done, p.total, 20)} {p.done:,}/{plural(p.total, 'file')}  "
+            f"{p.tokens_per_s:.0f} tok/s  ETA {eta}"
+        )
+    name = os.path.basename(p.path)
+    tail = ""
+    if p.phase != "scan":
+        if p.parts > 1:
+            tail += f" (part {p.part + 1}/{p.parts})"
+        if elapsed >= 2:
+            tail += f" {_duration(elapsed)}"
+    room = width - len(head) - 2 - len(tail)
+    if name and room < len(name):
+        name = "…" + name[len(name) - room + 1 :] if room > 8 else ""
+    line = f"{head}  {name}{tail}" if name else head
+    return line[:width]
 
 
 def _bar(done: int, total: int, width: int) -> str:
@@ -101,6 +156,34 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    progress = TerminalProgress()
+    made: list[Any] = []  # the indexer once made: its report outlives an interrupted run
+    started = time.monotonic()
+    try:
+        report = _run_index(args, progress, made)
+    except KeyboardInterrupt:
+        progress.close()  # first, so no half-drawn bar is left before the message
+        _print_partial(args, made, started, interrupted=True)
+        print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # still raised (one line, exit 1): `--json` readers see it too
+        progress.close()
+        _print_partial(args, made, started, error=err)
+        raise
+    finally:
+        progress.close()
+    if args.json:
+        json.dump(report.to_json(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(report)
+    if report.interrupted:
+        print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _run_index(args: argparse.Namespace, progress: TerminalProgress, made: list[Any]) -> Any:
     with _app(args) as app:
         store = app.open_store(rebuild=args.rebuild)
         try:
@@ -114,32 +197,51 @@ def cmd_index(args: argparse.Namespace) -> int:
             if not roots:
                 raise LauncherError("nothing to index yet: give a folder, e.g. `index ~/Documents`")
             cancel = threading.Event()
-            indexer = app.indexer(store, on_progress=TerminalProgress(), cancel=cancel)
+            indexer = app.indexer(store, on_progress=progress, cancel=cancel)
+            made.append(indexer)
             try:
-                report = indexer.run(roots, retry_failed=args.retry_failed)
+                return indexer.run(roots, retry_failed=args.retry_failed)
             except KeyboardInterrupt:
                 cancel.set()
                 store.commit()  # keep what was done: the next run resumes from here
-                print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
-                return 130
+                raise
             finally:
                 indexer.close()
         finally:
             store.close()
-    if args.json:
-        json.dump(report.to_json(), sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        _print_summary(report)
-    return 0
+
+
+def _print_partial(
+    args: argparse.Namespace,
+    made: list[Any],
+    started: float,
+    *,
+    interrupted: bool = False,
+    error: BaseException | None = None,
+) -> None:
+    """``--json`` for a run cut short: the counts so far, with ``interrupted``/``error``."""
+    if not args.json:
+        return
+    from .indexer import Report
+
+    report = made[0].report if made and made[0].report is not None else Report()
+    data = report.to_json()
+    data["seconds"] = round(time.monotonic() - started, 3)
+    data["interrupted"] = interrupted
+    if error is not None:
+        text = str(error) if isinstance(error, LauncherError) else ""
+        data["error"] = text or f"{type(error).__name__}: {error}"
+    json.dump(data, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def _print_summary(report: Any) -> None:
     out = sys.stderr
     print(
-        f"{report.files} files: {report.added} added, {report.updated} updated, "
-        f"{report.removed} removed, {report.unchanged} unchanged, {report.failed} failed "
-        f"({report.reused} reused by content) in {_duration(report.seconds)}",
+        f"{plural(report.files, 'file')}: {report.added:,} added, {report.updated:,} updated, "
+        f"{report.removed:,} removed, {report.unchanged:,} unchanged, {report.failed:,} failed "
+        f"({report.reused:,} reused by content) in {_duration(report.seconds)}",
         file=out,
     )
     for path, reason in report.errors[:20]:
@@ -154,10 +256,10 @@ def _print_summary(report: Any) -> None:
 
 def _open_existing(args: argparse.Namespace, *, writable: bool) -> Any:
     """The index as it is on disk, whatever model built it (None if there is none)."""
-    from .store import MANIFEST, MANIFEST_PREV, Store, default_dir
+    from .store import Store, default_dir, index_exists
 
     folder = default_dir()
-    if not (folder / MANIFEST).exists() and not (folder / MANIFEST_PREV).exists():
+    if not index_exists(folder):
         return None
     return Store.open(folder, identity=None, dims=None, writable=writable)
 
@@ -187,11 +289,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     for root in data["roots"]:
         print(f"  {root}")
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items())) or "none read yet"
-    print(f"Files: {data['files']} ({kinds}); vectors: {data['vectors']}; "
-          f"pending chunks: {data['pending']}; failed: {len(data['errors'])}")  # fmt: skip
+    print(f"Files: {data['files']:,} ({kinds}); vectors: {data['vectors']:,}; "
+          f"pending chunks: {data['pending']:,}; failed: {len(data['errors']):,}")  # fmt: skip
     if data["queued"]:
-        print(f"Queued: {data['queued']} files found but not embedded yet (findable by name; "
-              "run `index` again to finish)")  # fmt: skip
+        print(f"Queued: {plural(data['queued'], 'file')} found but not embedded yet (findable "
+              "by name; run `index` again to finish)")  # fmt: skip
     if data["last_run"]:
         run = data["last_run"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["finished_ns"] / 1e9))
@@ -264,7 +366,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
                 store.remove(rec.path)
                 gone += 1
         store.commit()
-    print(f"removed {target} and {gone} files from the index", file=sys.stderr)
+    print(f"removed {target} and {plural(gone, 'file')} from the index", file=sys.stderr)
     return 0
 
 

@@ -10,8 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .cli import positive_int, score
 from .errors import LauncherError
 from .query import KINDS, Query
+from .walk import plural
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -26,14 +28,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image", metavar="PATH", help="search with an image")
     p.add_argument("--instruction", help="query instruction (default: a retrieval instruction)")
-    p.add_argument("--top", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--top", type=positive_int, default=10, help="number of results (default 10)")
     p.add_argument(
         "--kind", action="append", default=[], choices=KINDS, help="only this kind (repeatable)"
     )
     p.add_argument("--in", dest="folder", metavar="DIR", help="only files under DIR")
     p.add_argument("--after", metavar="DATE", help="modified on or after DATE (YYYY-MM-DD)")
     p.add_argument("--before", metavar="DATE", help="modified before DATE (YYYY-MM-DD)")
-    p.add_argument("--min-score", type=float, default=0.0, help="drop results below this score")
+    p.add_argument(
+        "--min-score", type=score, default=0.0, help="drop results below this score (-1 to 1)"
+    )
     p.add_argument(
         "--rerank", action="store_true", help="re-score the top results with the reranker"
     )
@@ -55,9 +59,15 @@ def _date(value: str | None, flag: str) -> datetime | None:
 def cmd_search(args: argparse.Namespace) -> int:
     from .app import App
     from .search import Searcher
+    from .store import default_dir, index_exists
 
     if not args.query.strip() and not args.image:
         raise LauncherError("give a query, or --image PATH")
+    if not index_exists():
+        raise LauncherError(
+            f"there is no index yet (it will live in {default_dir()}): make one with "
+            "`launcher.py index FOLDER`, e.g. `launcher.py index ~/Documents`"
+        )
     image = Path(args.image) if args.image else None
     if image is not None and not image.is_file():
         raise LauncherError(f"--image: no such file: {image}")
@@ -112,11 +122,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             where = f" (page {h.page})" if h.page else (
                 f" (lines {h.line_start}-{h.line_end})" if h.line_start else "")  # fmt: skip
             badge = " [exact]" if h.exact else ""
+            if h.rerank_error:
+                badge += f" [not reranked: {h.rerank_error}]"
             score = h.rerank_score if h.rerank_score is not None else h.score
             print(f"{score:.3f}  {h.path}{where}{badge}")
             if h.snippet:
                 print(f"       {h.snippet[:160]}")
-        print(f"{len(hits)} results in {elapsed:.2f} s", file=sys.stderr)
+        print(f"{plural(len(hits), 'result')} in {elapsed:.2f} s", file=sys.stderr)
     return 0
 
 
@@ -137,6 +149,8 @@ def _hit_json(h: Any) -> dict[str, Any]:
         out["lines"] = [h.line_start, h.line_end]
     if h.rerank_score is not None:
         out["rerank_score"] = round(float(h.rerank_score), 6)
+    if h.rerank_error:
+        out["rerank_error"] = h.rerank_error  # the reranker failed on it: left unscored
     if h.queued:
         out["queued"] = True  # found by name; content not indexed yet
     return out

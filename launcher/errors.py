@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class LauncherError(Exception):
-    """Base class for every error the CLI turns into a one-line message."""
+    """Base class for every error the CLI turns into a one-line message.
+
+    ``details`` (optional) are further lines, e.g. steps to take, that the CLI prints under
+    that line.
+    """
+
+    details: tuple[str, ...] = ()
 
 
 class ModelError(LauncherError):
@@ -13,6 +19,10 @@ class ModelError(LauncherError):
 
 class ModelNotFound(ModelError):
     """No model file at the path given, or none configured or discovered."""
+
+
+class ModelSwitchedOff(ModelNotFound):
+    """The slot was set to "none" on purpose (e.g. no reranker wanted)."""
 
 
 class NotGGUF(ModelError):
@@ -48,7 +58,12 @@ class ConfigError(LauncherError):
 
 
 class DownloadError(LauncherError):
-    """A model download failed (offline, hub unreachable, missing dependency)."""
+    """A model download failed (offline, hub unreachable, missing dependency); ``details``
+    say which files to fetch by hand and where to put them."""
+
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class StoreError(LauncherError):

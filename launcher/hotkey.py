@@ -149,23 +149,27 @@ def _wayland_note(env: dict[str, str]) -> str:
     return ""
 
 
-def _x_server_problem() -> str | None:
-    """Check the X server the listener will use: reachable, with the RECORD extension."""
+def _open_x_server() -> tuple[Any, str | None]:
+    """A connection to the X server the listener will use, checked for the RECORD
+    extension; or None and why not.
+
+    The caller keeps it open until the listener holds its own connections: a bare X server
+    (Xvfb without ``-noreset``) resets whenever its last client leaves, and a probe closed
+    before the listener connects would reset it under the listener.
+    """
     try:
         import Xlib.display
         import Xlib.error
     except ImportError:
-        return "python-xlib is missing (pip install pynput)"
+        return None, "python-xlib is missing (pip install pynput)"
     try:
         display = Xlib.display.Display()
     except (Xlib.error.DisplayError, OSError) as err:
-        return f"cannot connect to the X server {os.environ.get('DISPLAY', '')}: {err}"
-    try:
-        if not display.has_extension("RECORD"):
-            return "the X server has no RECORD extension (needed to watch keys)"
-    finally:
+        return None, f"cannot connect to the X server {os.environ.get('DISPLAY', '')}: {err}"
+    if not display.has_extension("RECORD"):
         display.close()
-    return None
+        return None, "the X server has no RECORD extension (needed to watch keys)"
+    return display, None
 
 
 def _import_keyboard() -> Any:
@@ -184,10 +188,21 @@ def start_hotkey(combo: str, on_press: Callable[[], object]) -> HotkeyHandle | H
     if problem:
         return HotkeyUnavailable(combo, problem)
     uses_x = sys.platform not in ("darwin", "win32")
+    probe = None
     if uses_x:
-        problem = _x_server_problem()
+        probe, problem = _open_x_server()
         if problem:
             return HotkeyUnavailable(combo, problem)
+    try:
+        return _listen(combo, on_press, uses_x)
+    finally:
+        if probe is not None:  # the listener has its own connections now (or failed)
+            probe.close()
+
+
+def _listen(
+    combo: str, on_press: Callable[[], object], uses_x: bool
+) -> HotkeyHandle | HotkeyUnavailable:
     try:
         keyboard = _import_keyboard()
     except ImportError as err:  # pynput missing, or no backend for this session

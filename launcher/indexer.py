@@ -28,11 +28,14 @@ from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
 
 CARD_BATCH = 8  # cards embedded per engine call (text cards share a decode)
 PREFETCH = 4  # files extracted ahead of the model
+CHUNK_SLICE = 4  # a long file's chunks per engine call (one packed decode), then progress
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run is; ``total`` counts the files of the current phase."""
+    """Where a run is. ``total`` counts the files of the current phase; ``done`` the files
+    finished (scan: files to index so far), ``path`` is the file being worked on, and
+    ``part``/``parts`` how far into it (chunks or pages embedded) when it has several."""
 
     phase: str  # "scan" | "queued" | "cards" | "chunks" | "done"
     done: int
@@ -41,6 +44,9 @@ class Progress:
     files_per_s: float = 0.0
     tokens_per_s: float = 0.0
     eta_s: float | None = None
+    found: int = 0  # scan: files seen so far (to index or unchanged)
+    part: int = 0
+    parts: int = 0
 
 
 @dataclass
@@ -106,6 +112,7 @@ class Indexer:
         self.on_progress = on_progress or (lambda p: None)
         self.cancel = cancel or threading.Event()
         self._retry_failed = False
+        self.report: Report | None = None  # the current (or last) run's, also if it was cut short
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
 
     def close(self) -> None:
@@ -128,7 +135,7 @@ class Indexer:
         files that are gone (mark and sweep)."""
         started = time.monotonic()
         started_ns = time.time_ns()
-        report = Report()
+        report = self.report = Report()
         self._retry_failed = retry_failed
         self.store.set_roots(roots)
         self.store.begin_sweep()
@@ -144,6 +151,7 @@ class Indexer:
                 report.skipped.append((item.path, item.reason))
                 continue
             report.files += 1
+            self.on_progress(Progress("scan", len(jobs), 0, item.path, found=report.files))
             self.store.seen(item.path)
             known = self.store.unchanged(item.path, item.size, item.mtime_ns)
             if known is not None and not (retry_failed and known.status == "failed"):
@@ -152,8 +160,6 @@ class Indexer:
                     pending_chunks.append(item.path)
                 continue
             jobs.append(_Job(item, is_new=self._is_new(item.path)))
-            if len(jobs) % 500 == 0:
-                self.on_progress(Progress("scan", len(jobs), 0, item.path))
         self._queue(jobs)
         self._cards(jobs, report, pending_chunks)
         self._chunks(pending_chunks, report)
@@ -181,7 +187,7 @@ class Indexer:
         """Apply changes to specific paths (the watcher's events) through the same code
         path as a run: existing files are (re)indexed, vanished ones removed."""
         started = time.monotonic()
-        report = Report()
+        report = self.report = Report()
         jobs: list[_Job] = []
         pending: list[str] = []
         roots = tuple(self.store.roots)
@@ -262,6 +268,7 @@ class Indexer:
         def flush() -> None:
             if batch:
                 self._embed_cards(batch, report, pending_chunks, timer)
+                timer.finish(len(batch))
                 batch.clear()
                 self.store.maybe_commit()
 
@@ -272,12 +279,13 @@ class Indexer:
             digest, result = job.future.result()
             job.future = None  # free the extracted content
             entry = job.entry
-            timer.step(entry.path, 0)
             self.on_progress(timer.progress("cards", entry.path))
             if digest is not None and self._same_content(entry, digest, report):
+                timer.finish()
                 continue
             if isinstance(result, InputError):
                 self._fail(entry, digest, str(result), report, job.is_new)
+                timer.finish()
                 continue
             batch.append((job, digest or "", result))
             if len(batch) >= CARD_BATCH or result.card.image is not None:
@@ -389,12 +397,15 @@ class Indexer:
 
     def _chunks(self, paths: list[str], report: Report) -> None:
         todo = [p for p in dict.fromkeys(paths) if self._needs_chunks(p)]
-        timer = _Rate(len(todo))
         jobs = []
         for path in todo:
             rec = self.store.get(path)
             assert rec is not None
             jobs.append(_Job(FileEntry(path, rec.size, rec.mtime_ns, ""), is_new=False))
+        # A file's chunk work grows with its size up to max_chunks (~4 bytes a token): the
+        # ETA weighs files by that, not one file like another.
+        cap = self.settings.max_chunks * self.settings.chunk_tokens * 4
+        timer = _Rate(len(todo), [max(1, min(job.entry.size, cap)) for job in jobs])
         for job in self._prefetched(jobs):
             if self.cancel.is_set():
                 break
@@ -402,25 +413,37 @@ class Indexer:
             digest, result = job.future.result()
             job.future = None
             path = job.entry.path
-            timer.step(path, 0)
-            self.on_progress(timer.progress("chunks", path))
             rec = self.store.get(path)
             if rec is None or digest != rec.content_hash or isinstance(result, InputError):
                 # Changed or unreadable since its card was embedded: the next run redoes it.
+                timer.finish()
                 continue
-            outcomes = self.embedder.embed_each([self._input(c, path) for c in result.chunks])
+            outcomes = self._embed_chunks(result.chunks, path, timer, report)
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):
-                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
-                report.tokens += tokens
-                timer.add_tokens(tokens)
                 if isinstance(vec, np.ndarray):
                     pieces.append(piece)
                     vectors.append(vec)
             matrix = np.stack(vectors) if vectors else np.zeros((0, self.store.dims), np.float32)
             self.store.extend(path, pieces, matrix, status="ok")  # keeps the card's row
+            timer.finish()
             self.store.maybe_commit()
+
+    def _embed_chunks(
+        self, chunks: Sequence[Piece], path: str, timer: _Rate, report: Report
+    ) -> list[np.ndarray | InputError]:
+        """A long file's chunks, ``CHUNK_SLICE`` at a time, reporting progress inside it."""
+        outcomes: list[np.ndarray | InputError] = []
+        for start in range(0, len(chunks), CHUNK_SLICE):
+            self.on_progress(timer.progress("chunks", path, start, len(chunks)))
+            part = chunks[start : start + CHUNK_SLICE]
+            outcomes += self.embedder.embed_each([self._input(c, path) for c in part])
+            for piece in part:
+                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
+                report.tokens += tokens
+                timer.add_tokens(tokens)
+        return outcomes
 
     def _needs_chunks(self, path: str) -> bool:
         rec = self.store.get(path)
@@ -428,26 +451,37 @@ class Indexer:
 
 
 class _Rate:
-    """Files/s, tokens/s and ETA for progress reports."""
+    """Files/s, tokens/s and ETA for progress reports, over files taken in order.
 
-    def __init__(self, total: int) -> None:
+    ``done`` counts finished files. The ETA counts work: each file's ``weights`` entry (1 by
+    default), the file in progress by the share of its pieces done, so a long file moves it.
+    """
+
+    def __init__(self, total: int, weights: Sequence[int] | None = None) -> None:
         self.total = total
+        self.weights = list(weights) if weights is not None else [1] * total
+        self.work = sum(self.weights)
         self.done = 0
+        self.worked = 0
         self.tokens = 0
         self.start = time.monotonic()
 
-    def step(self, path: str, tokens: int) -> None:
-        self.done += 1
-        self.tokens += tokens
+    def finish(self, files: int = 1) -> None:
+        self.worked += sum(self.weights[self.done : self.done + files])
+        self.done += files
 
     def add_tokens(self, tokens: int) -> None:
         self.tokens += tokens
 
-    def progress(self, phase: str, path: str) -> Progress:
+    def progress(self, phase: str, path: str, part: int = 0, parts: int = 0) -> Progress:
         elapsed = max(time.monotonic() - self.start, 1e-6)
-        fps = (self.done - 1) / elapsed if self.done > 1 else 0.0
-        eta = (self.total - self.done) / fps if fps > 0 else None
-        return Progress(phase, self.done, self.total, path, fps, self.tokens / elapsed, eta)
+        current = self.weights[self.done] if self.done < len(self.weights) else 0
+        worked = self.worked + (current * part / parts if parts else 0.0)
+        eta = (self.work - worked) * elapsed / worked if worked > 0 else None
+        return Progress(
+            phase, self.done, self.total, path, self.done / elapsed, self.tokens / elapsed, eta,
+            part=part, parts=parts,
+        )  # fmt: skip
 
 
 def _piece_tokens(piece: Piece, count: Callable[[str], int], max_pixels: int) -> int:

@@ -50,9 +50,11 @@ from .errors import (
     MmprojRequired,
     ModelError,
     ModelNotFound,
+    ModelSwitchedOff,
     WrongArchitecture,
 )
 from .gguf_meta import GGUFMeta, read_metadata
+from .walk import plural
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -264,32 +266,41 @@ def default_model_dirs() -> list[Path]:
     return out
 
 
+MODEL_DIR_DEPTH = 3  # subfolder levels discovery looks into: models/<org>/<repo>/x.gguf
+
+
 def _gguf_files(root: Path) -> Iterator[Path]:
-    """``*.gguf`` in ``root`` and in its direct (non-hidden) subfolders, sorted."""
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return
-    subdirs = []
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.suffix.lower() == ".gguf" and not entry.is_dir():
-            yield entry
-        elif entry.is_dir():
-            subdirs.append(entry)
-    for sub in subdirs:
+    """``*.gguf`` in ``root`` and its non-hidden subfolders, up to ``MODEL_DIR_DEPTH`` levels
+    down (a folder named after a hub repository, ``DevQuasar/Qwen...-GGUF``, is two), sorted,
+    a folder's files before its subfolders'. Symlinked folders are followed once."""
+    visited: set[Path] = set()
+
+    def walk(folder: Path, depth: int) -> Iterator[Path]:
         try:
-            files = sorted(sub.iterdir())
+            key = folder.resolve()
+            entries = sorted(folder.iterdir())
         except OSError:
-            continue
-        for entry in files:
-            if (
-                entry.suffix.lower() == ".gguf"
-                and not entry.is_dir()
-                and not entry.name.startswith(".")
-            ):
+            return
+        if key in visited:
+            return
+        visited.add(key)
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                subdirs.append(entry)
+            elif entry.suffix.lower() == ".gguf":
                 yield entry
+        if depth < MODEL_DIR_DEPTH:
+            for sub in subdirs:
+                yield from walk(sub, depth + 1)
+
+    yield from walk(root, 0)
 
 
 def discover(dirs: Iterable[str | os.PathLike[str]] | None = None) -> list[ModelFile]:
@@ -348,12 +359,13 @@ class ResolvedModels:
 
     def _not_found(self, what: str, slot: Slot) -> ModelNotFound:
         if self.sources.get(slot) == "off":
-            return ModelNotFound(f'the {what} is switched off ("none")')
+            return ModelSwitchedOff(f'the {what} is switched off ("none")')
         where = ", ".join(str(d) for d in self.searched) or "no folders"
         cfg = f"[models] {slot} in {self.config_path}" if self.config_path else "the config file"
         unusable = [m for m in self.discovered if not m.usable]
         extra = (
-            f"; {len(unusable)} GGUF file(s) there are not usable (see `launcher.py models`)"
+            f"; {plural(len(unusable), 'GGUF file')} there "
+            f"{'is' if len(unusable) == 1 else 'are'} not usable (see `launcher.py models`)"
             if unusable
             else ""
         )
@@ -659,13 +671,15 @@ def default_downloads(
     return files
 
 
-def _manual(dest: Path, files: Sequence[Download]) -> str:
-    urls = "; ".join(d.url for d in files)
-    folders = sorted({str(dest / d.subdir) for d in files})
+def _manual(dest: Path, files: Sequence[Download]) -> tuple[str, ...]:
+    """What to do by hand, one line per file: its URL and the folder to put it in."""
     return (
-        f"download by hand: {urls} and put them in {' and '.join(folders)} "
-        f"(any folder under {dest} or {paths.repo_models_dir()} works; files are recognized by "
-        "their metadata), then check with `launcher.py models`"
+        "download these files by hand, each into the folder shown:",
+        *(f"  {d.url}  ->  {dest / d.subdir}{os.sep}" for d in files),
+        f"any subfolder of {dest} or {paths.repo_models_dir()} works too (files are "
+        "recognized by their metadata)",
+        "files placed anywhere else work with --model, --mmproj and --reranker",
+        "then check with `launcher.py models`",
     )
 
 
@@ -785,17 +799,16 @@ def pull(
     except ImportError:
         raise DownloadError(
             "downloading needs huggingface_hub: pip install 'launcher[download]' (or pip install "
-            f"huggingface_hub); or {_manual(root, missing)}"
+            "huggingface_hub); or",
+            _manual(root, missing),
         ) from None
     if _hub_offline():
         raise DownloadError(
-            f"HF_HUB_OFFLINE is set, so nothing can be downloaded; {_manual(root, missing)}"
+            "HF_HUB_OFFLINE is set, so nothing can be downloaded", _manual(root, missing)
         )
     if not _hub_resolves():
         # Fail at once instead of letting huggingface_hub retry for half a minute.
-        raise DownloadError(
-            f"cannot reach the Hugging Face hub (offline?); {_manual(root, missing)}"
-        )
+        raise DownloadError("cannot reach the Hugging Face hub (offline?)", _manual(root, missing))
 
     from huggingface_hub.utils import (
         are_progress_bars_disabled,
@@ -817,7 +830,7 @@ def pull(
             try:
                 local = _fetch(hub, d, target)
             except DownloadError as err:
-                raise DownloadError(f"{err}; {_manual(root, missing)}") from None
+                raise DownloadError(str(err), _manual(root, missing)) from None
             _verify(local, d)
             out.append(local)
     finally:

@@ -1,7 +1,10 @@
 """Open a file with its default application, or show it in the file manager.
 
 Every OS call goes through ``_run(argv)`` (tests replace it). Callers check that a path
-is in the index first (the UI does, through ``SearchService.is_indexed``).
+is in the index first (the UI does, through ``SearchService.is_indexed``). An opener that
+exits with an error (xdg-open 4: no application for the file, macOS ``open`` 1) raises
+``OpenError`` with a hint; one still running after ``OPEN_WAIT`` seconds has started the
+application (some openers run it in the foreground) and counts as success.
 """
 
 from __future__ import annotations
@@ -18,29 +21,38 @@ from .errors import LauncherError
 
 
 class OpenError(LauncherError):
-    """A file cannot be opened or revealed (missing, or no opener on this system)."""
+    """A file cannot be opened or revealed (missing, no opener, or the opener failed)."""
 
 
 DBUS_TIMEOUT = 3.0  # seconds to wait for the file manager to answer ShowItems
+OPEN_WAIT = 2.0  # seconds to wait for an opener's verdict (failures exit at once)
 
 
 @dataclass(frozen=True)
 class OpenResult:
-    """What was done: the command run (for the log and tests)."""
+    """What was done: the command run and its exit code (None: still running, or detached)."""
 
     path: str
     argv: tuple[str, ...]
+    exit_code: int | None = None
 
 
 def _run(argv: Sequence[str], *, wait: float | None = None) -> int | None:
     """The final OS call: start ``argv`` without a shell.
 
     Detached by default (returns None); with ``wait`` seconds, waits and returns the exit
-    code (-1 on timeout). ``argv[0] == "startfile"`` means ``os.startfile(argv[1])``.
+    code (None if it is still running then). ``argv[0] == "startfile"`` means
+    ``os.startfile(argv[1])`` (returns 0; Windows raises when no application is registered).
     """
     if argv and argv[0] == "startfile":
-        os.startfile(argv[1])  # type: ignore[attr-defined]  # Windows only
-        return None
+        try:
+            os.startfile(argv[1])  # type: ignore[attr-defined]  # Windows only
+        except OSError as err:
+            raise OpenError(
+                f"Windows cannot open {Path(argv[1]).name}: {err.strerror or err}; "
+                "choose a default app for this type of file (Settings > Apps > Default apps)"
+            ) from err
+        return 0
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -51,13 +63,43 @@ def _run(argv: Sequence[str], *, wait: float | None = None) -> int | None:
             close_fds=True,
         )
     except OSError as err:
-        raise OpenError(f"cannot run {argv[0]}: {err.strerror or err}") from err
+        tip = "; install xdg-utils" if argv[0] == "xdg-open" else ""
+        raise OpenError(f"cannot run {argv[0]}: {err.strerror or err}{tip}") from err
     if wait is None:
         return None
     try:
         return proc.wait(timeout=wait)
     except subprocess.TimeoutExpired:
-        return -1
+        return None  # still running: reaped by subprocess later
+
+
+# What an opener's exit code means, and what the user can do about it.
+_XDG_OPEN_CODES = {
+    1: "bad command line",
+    2: "the file does not exist",
+    3: "a tool it needs is missing",
+    4: "no application could open it",
+}
+
+
+def _hint(argv: Sequence[str]) -> str:
+    if argv[0] == "xdg-open":
+        return (
+            "set a default application for this type of file (your file manager's "
+            "'Open With', or `xdg-mime default APP.desktop TYPE`), or use Copy path"
+        )
+    if argv[0] == "open":
+        return "choose an application in Finder (Get Info > Open with), or use Copy path"
+    return "use Copy path and open it yourself"
+
+
+def _checked(path: str, argv: tuple[str, ...], code: int | None, verb: str) -> OpenResult:
+    """``OpenResult`` if the opener succeeded (or is still running), else ``OpenError``."""
+    if code is None or code == 0:
+        return OpenResult(path, argv, code)
+    meaning = _XDG_OPEN_CODES.get(code, "") if argv[0] == "xdg-open" else ""
+    why = f"exit {code}: {meaning}" if meaning else f"exit {code}"
+    raise OpenError(f"could not {verb} {Path(path).name}: {argv[0]} failed ({why}); {_hint(argv)}")
 
 
 def _existing(path: str | os.PathLike[str]) -> str:
@@ -139,8 +181,7 @@ def open_path(path: str | os.PathLike[str]) -> OpenResult:
     """Open ``path`` with the default application (raises ``OpenError``)."""
     p = _existing(path)
     argv = open_argv(p)
-    _run(argv)
-    return OpenResult(p, argv)
+    return _checked(p, argv, _run(argv, wait=OPEN_WAIT), "open")
 
 
 def reveal_path(path: str | os.PathLike[str]) -> OpenResult:
@@ -149,7 +190,8 @@ def reveal_path(path: str | os.PathLike[str]) -> OpenResult:
     argv = reveal_argv(p)
     if argv[0] in ("dbus-send", "gdbus"):
         if _run(argv, wait=DBUS_TIMEOUT) == 0:
-            return OpenResult(p, argv)
+            return OpenResult(p, argv, 0)
         argv = _folder_argv(p)  # no file manager implements ShowItems
-    _run(argv)
-    return OpenResult(p, argv)
+    if argv[0] == "explorer":  # explorer /select exits 1 even when it worked
+        return OpenResult(p, argv, _run(argv))
+    return _checked(p, argv, _run(argv, wait=OPEN_WAIT), "show")

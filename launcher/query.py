@@ -12,9 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from .extract import KINDS as FILE_KINDS
 from .inputs import ImageSource
 
-KINDS = ("text", "code", "document", "pdf", "image", "video")
+# One vocabulary of kinds: what `info`, results and filters call a file (FILE_KINDS, decided
+# by extract.sniff), plus names for groups of them that filters also accept.
+KIND_GROUPS: dict[str, frozenset[str]] = {"document": frozenset({"markdown", "html", "office"})}
+KINDS: tuple[str, ...] = (*FILE_KINDS, *KIND_GROUPS)  # what --kind and the page's filter accept
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Hit:
     mtime: float = 0.0
     size: int = 0
     rerank_score: float | None = None
+    rerank_error: str | None = None  # why the reranker could not score it (left unscored)
     has_thumbnail: bool = False  # image files and PDF pages
     queued: bool = False  # found by name; its content is not embedded yet
 

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from .embedder import Embedder
-from .errors import LauncherError, ModelError
+from .errors import InputError, LauncherError, ModelError, ModelNotFound, ModelSwitchedOff
 from .indexed import open_indexed, unchanged
 from .inputs import EmbedInput, RerankDoc
-from .query import Hit, IndexStatus, Query
+from .query import KIND_GROUPS, Hit, IndexStatus, Query
 from .store import FileRecord, RowRef, Snapshot
 from .walk import IndexSettings
 
@@ -36,17 +36,8 @@ SHORTLIST = 200  # semantic candidates whose text is checked for an exact match
 SHORTLIST_ROWS_PER_FILE = 20  # first-pass rows kept per wanted file (large indexes)
 TEXT_CACHE_CHARS = 32_000_000  # file texts kept for exact matching and snippets
 RERANK_TOP = 10
+NO_RERANKER = "no reranker found (optional; `launcher.py models pull` gets it): Rerank is off"
 TEXT_KINDS = {"text", "code", "markdown", "html"}
-KIND_GROUPS = {
-    # the filter names users see -> extraction kinds
-    "text": {"text"},
-    "code": {"code"},
-    "document": {"markdown", "html", "office"},
-    "pdf": {"pdf"},
-    "image": {"image"},
-    "video": {"video"},
-    "audio": {"audio"},
-}
 
 
 def query_instruction(query: Query) -> str:
@@ -347,7 +338,14 @@ class Searcher:
             return False
         try:
             self._reranker()
-        except (ModelError, LauncherError) as err:
+        except ModelSwitchedOff:
+            self._reranker = None
+            return False
+        except ModelNotFound:  # it is optional: one short line, not the whole search path
+            log.warning(NO_RERANKER)
+            self._reranker = None
+            return False
+        except LauncherError as err:  # there is one, but it cannot be used: say why
             log.warning("reranking unavailable: %s", err)
             self._reranker = None
             return False
@@ -364,17 +362,30 @@ class Searcher:
         with self._lock:
             reranker = self._reranker()
             vision = reranker.supports_images
-            docs = [self._rerank_doc(h, vision) for h in head]
+            outcome: list[float | InputError] = []
+            docs: list[RerankDoc] = []
+            for hit in head:
+                try:
+                    docs.append(self._rerank_doc(hit, vision))
+                    outcome.append(0.0)  # placeholder for its score
+                except InputError as err:  # e.g. its picture is unreadable now
+                    outcome.append(err)
+                except OSError as err:  # gone or locked since it was indexed
+                    outcome.append(InputError(f"cannot read it: {err.strerror or err}"))
             q_images = (
                 (self._as_indexed(query.image),) if query.image is not None and vision else ()
             )
-            scores = reranker.score_each(query.text or None, docs, query_images=q_images)
-        rescored = []
-        for hit, s in zip(head, scores, strict=True):
-            value = float(s) if isinstance(s, float) else 0.0
-            rescored.append(replace(hit, rerank_score=value))
+            scores = iter(reranker.score_each(query.text or None, docs, query_images=q_images))
+        outcome = [next(scores) if isinstance(o, float) else o for o in outcome]
+        rescored, unscored = [], []
+        for hit, s in zip(head, outcome, strict=True):
+            if isinstance(s, float):
+                rescored.append(replace(hit, rerank_score=s))
+            else:  # shown unscored (after the scored ones), not as a made-up 0.0
+                log.warning("reranking %s failed: %s", hit.path, s)
+                unscored.append(replace(hit, rerank_score=None, rerank_error=str(s)))
         rescored.sort(key=lambda h: -(h.rerank_score or 0.0))
-        return rescored + tail
+        return rescored + unscored + tail
 
     def _rerank_doc(self, hit: Hit, with_images: bool) -> RerankDoc:
         """A file's card for the reranker: the picture itself when the reranker has its

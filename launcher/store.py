@@ -89,6 +89,12 @@ def default_dir() -> Path:
     return paths.data_dir() / "index"
 
 
+def index_exists(directory: str | os.PathLike[str] | None = None) -> bool:
+    """Whether an index was ever committed in ``directory`` (default ``default_dir()``)."""
+    path = Path(directory) if directory is not None else default_dir()
+    return (path / MANIFEST).exists() or (path / MANIFEST_PREV).exists()
+
+
 def content_hash(path: str | os.PathLike[str]) -> str:
     """BLAKE2b-128 of the file's bytes, hex: the key for reusing vectors of moved files."""
     h = hashlib.blake2b(digest_size=16)

@@ -44,6 +44,7 @@ from . import paths
 from .errors import LauncherError
 from .hotkey import DEFAULT_HOTKEY, WINDOW_TITLE, Focuser, HotkeyHandle, HotkeyUnavailable
 from .query import KINDS, Hit, IndexStatus, Query, SearchService
+from .walk import plural
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -440,9 +441,15 @@ def message_html(text: str, kind: str = "error") -> str:
     return f'<div class="lmsg l{esc(kind)}">{esc(visible(text))}</div>'
 
 
+EMPTY_INDEX_HINT = (
+    "nothing indexed yet: run <code>launcher.py index FOLDER</code> "
+    "(e.g. <code>launcher.py index ~/Documents</code>)"
+)
+
+
 def render_status(status: IndexStatus) -> str:
     parts = [
-        f'<span data-k="files">{status.files:,} files</span>',
+        f'<span data-k="files">{plural(status.files, "file")}</span>',
         f'<span data-k="pending">{status.pending:,} pending</span>',
         f'<span data-k="failed" class="{"lbad" if status.failed else ""}">'
         f"{status.failed:,} failed</span>",
@@ -453,6 +460,8 @@ def render_status(status: IndexStatus) -> str:
             f'<span data-k="queued" title="found, findable by name; content not indexed yet">'
             f"{status.queued:,} queued</span>",
         )
+    if not status.files and not status.indexing:
+        parts.append(f'<span data-k="empty">{EMPTY_INDEX_HINT}</span>')
     if status.indexing:
         parts.append('<span class="lbusy">indexing…</span>')
     if status.message:

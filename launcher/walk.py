@@ -525,6 +525,11 @@ def human_size(n: int) -> str:
     return f"{value:.3g} TB"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "file")`` -> ``1 file``, ``plural(1200, "file")`` -> ``1,200 files``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
 def admit(
     path: str | os.PathLike[str], roots: Iterable[str], settings: IndexSettings | None = None
 ) -> FileEntry | None:

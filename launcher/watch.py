@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import LauncherError
+from .walk import plural
 
 log = logging.getLogger("launcher")
 
@@ -98,7 +99,7 @@ class Watcher:
             for root in self.roots:
                 observer.schedule(handler, root, recursive=True)
             observer.start()
-            self.message = f"watching {len(self.roots)} folder(s) for changes"
+            self.message = f"watching {plural(len(self.roots), 'folder')} for changes"
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EMFILE, errno.ENFILE):
                 raise

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -191,6 +192,43 @@ def test_custom_hotkey_under_xvfb(xvfb: str, monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(handle, HotkeyHandle), str(handle)
     try:
         assert _xdotool(xvfb, "key", "ctrl+shift+k").returncode == 0
+        assert pressed.wait(5)
+    finally:
+        handle.stop()
+
+
+def test_the_x_server_keeps_a_client_while_the_hotkey_starts(
+    xvfb: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare X server (Xvfb without -noreset, as here) resets when its last client leaves;
+    the probe used to close before pynput connected, resetting the server under it. Every
+    connection this process makes is counted: it never drops to none while starting."""
+    import Xlib.display
+
+    monkeypatch.setenv("DISPLAY", xvfb)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    live = [0]
+    counts: list[int] = []
+    real = Xlib.display.Display
+
+    class Counted(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            live[0] += 1
+            counts.append(live[0])
+
+        def close(self) -> None:
+            live[0] -= 1
+            counts.append(live[0])
+            super().close()
+
+    monkeypatch.setattr(Xlib.display, "Display", Counted)
+    pressed = threading.Event()
+    handle = start_hotkey("ctrl+shift+j", pressed.set)
+    assert isinstance(handle, HotkeyHandle), str(handle)
+    try:
+        assert counts and 0 not in counts, counts
+        assert _xdotool(xvfb, "key", "ctrl+shift+j").returncode == 0
         assert pressed.wait(5)
     finally:
         handle.stop()

@@ -338,27 +338,3 @@ def test_new_files_are_findable_by_name_before_they_are_embedded(models_env, tmp
         indexer.close()
         store.close()
     assert report.updated == 1 and "queued" not in phases and "cards" in phases
-
-
-def test_progress_line_on_a_terminal():
-    import io
-
-    from launcher.cli_index import TerminalProgress
-    from launcher.indexer import Progress
-
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    out = Tty()
-    bar = TerminalProgress(out)
-    bar(Progress("chunks", 3, 4, "/x/long.md", files_per_s=0.02, tokens_per_s=56, eta_s=33))
-    line = out.getvalue()
-    assert "3/4" in line and "50 s/file" in line and "56 tok/s" in line and "long.md" in line
-    assert "ETA 0:33" in line
-    bar._last = 0.0  # the bar redraws at most every 0.1 s
-    bar(Progress("cards", 10, 40, "/x/a.txt", files_per_s=3.24, tokens_per_s=150, eta_s=9))
-    assert "3.2 files/s" in out.getvalue()
-    quiet = io.StringIO()  # not a terminal: nothing drawn (logs and pipes stay clean)
-    TerminalProgress(quiet)(Progress("cards", 1, 2, "/x/a.txt"))
-    assert quiet.getvalue() == ""

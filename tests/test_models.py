@@ -335,13 +335,14 @@ def test_classify_plain_qwen3vl_chat_model_is_unknown(tmp_path: Path) -> None:
 # --- discover -------------------------------------------------------------------------------
 
 
-def test_discover_finds_roles_one_level_deep_and_survives_junk(tmp_path: Path) -> None:
+def test_discover_finds_roles_in_subfolders_and_survives_junk(tmp_path: Path) -> None:
     root = tmp_path / "models"
     embedding(root / "emb.gguf")
     mmproj(root / "sub" / "proj.GGUF")
     reranker(root / "sub" / "rr.gguf")
-    embedding(root / "sub" / "deeper" / "too-deep.gguf")
+    embedding(root / "a" / "b" / "c" / "d" / "too-deep.gguf")
     embedding(root / ".hidden" / "skip.gguf")
+    (root / "sub" / "loop").symlink_to(root)  # followed once, never in circles
     (root / "broken.gguf").write_bytes(b"not a model at all, just text" * 4)
     (root / "notes.txt").write_text("hello")
     found = models.discover([root, tmp_path / "does-not-exist"])
@@ -353,6 +354,20 @@ def test_discover_finds_roles_one_level_deep_and_survives_junk(tmp_path: Path) -
     broken = by_name["broken.gguf"]
     assert broken.role == "unknown" and broken.reason and "not a GGUF file" in broken.reason
     assert broken.size_bytes > 0
+
+
+def test_models_finds_a_model_in_a_folder_named_after_its_hub_repository(
+    no_repo_models: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """models/README.md names each file by its repository, ``DevQuasar/Qwen...-GGUF``: a
+    folder made that way is two levels down."""
+    repo = no_repo_models / "DevQuasar" / "Qwen.Qwen3-VL-Embedding-2B-GGUF"
+    emb = embedding(repo / "Qwen.Qwen3-VL-Embedding-2B.Q4_K_M.gguf")
+    proj = mmproj(repo / "mmproj-Qwen.Qwen3-VL-Embedding-2B.f16.gguf")
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "No embedding model" not in out
+    assert f"{emb} (discovered)" in out and f"{proj} (discovered)" in out
 
 
 def test_discover_default_dirs(no_repo_models: Path) -> None:
@@ -524,7 +539,7 @@ def test_require_embedding_says_where_it_looked(no_repo_models: Path) -> None:
     assert str(no_repo_models) in msg and str(paths.models_dir()) in msg
     assert "$LAUNCHER_MODEL" in msg and "--model" in msg
     assert "models pull" in msg and "models/" in msg
-    assert "1 GGUF file(s) there are not usable" in msg
+    assert "1 GGUF file there is not usable" in msg
     with pytest.raises(ModelNotFound, match="no reranker"):
         r.require_reranker()
 
@@ -637,10 +652,11 @@ def test_pull_offline_says_what_to_put_where(
         assert "pip install" in msg and "huggingface_hub" in msg
     else:
         assert "HF_HUB_OFFLINE" in msg
-    assert str(dest / "Qwen3-VL-Embedding-2B") in msg
-    assert str(dest / "Qwen3-VL-Reranker-2B") in msg
+    # one line per file: its URL and the folder it goes in
     for d in models.default_downloads():
-        assert d.filename in msg and d.repo_id in msg
+        [line] = [x for x in err.value.details if d.url in x]
+        assert line.rstrip().endswith(str(dest / d.subdir) + os.sep)
+    assert any("--model" in line for line in err.value.details)
 
 
 def test_pull_without_huggingface_hub_gives_install_hint(
@@ -763,7 +779,7 @@ def test_pull_connection_error_is_a_download_error(
     dest = tmp_path / "dl"
     with pytest.raises(DownloadError, match="cannot reach the Hugging Face hub") as err:
         models.pull(dest, progress=False)
-    assert str(dest / "Qwen3-VL-Embedding-2B") in str(err.value)
+    assert str(dest / "Qwen3-VL-Embedding-2B") in "\n".join(err.value.details)
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -810,10 +826,14 @@ def test_cli_models_text_and_errors(
 def test_cli_models_pull_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dest = tmp_path / "dl"
     assert cli.main(["models", "pull", "--no-reranker", "--dest", str(dest)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("launcher: error:")
-    assert str(dest / "Qwen3-VL-Embedding-2B") in err
-    assert "Reranker" not in err
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "launcher: error: HF_HUB_OFFLINE is set, so nothing can be downloaded"
+    # one short line per file (URL -> folder), not one 700-character line
+    files = [line for line in lines if "https://huggingface.co/" in line]
+    assert len(files) == 2
+    assert all(line.endswith(str(dest / "Qwen3-VL-Embedding-2B") + os.sep) for line in files)
+    assert "Reranker" not in "\n".join(lines)
+    assert any("--model" in line for line in lines)
 
 
 def test_environment_is_isolated() -> None:
@@ -842,8 +862,9 @@ def test_pull_fails_at_once_when_the_hub_does_not_resolve(
             raise AssertionError("must not try to download")
 
     monkeypatch.setattr(models, "_import_hub", lambda: Hub(tmp_path, {}))
-    with pytest.raises(DownloadError, match="cannot reach the Hugging Face hub.*put them in"):
+    with pytest.raises(DownloadError, match="cannot reach the Hugging Face hub") as err:
         models.pull(tmp_path / "dl", progress=False)
+    assert "by hand" in err.value.details[0]
     assert called == []
 
 
