@@ -264,8 +264,6 @@ class FullText:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-
-
     @contextlib.contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
@@ -317,10 +315,11 @@ class FullText:
         with self._transaction(conn):
             self._delete(conn, doc.path)
             cur = conn.execute(
-                "INSERT INTO docs (path, name, folder, body, spans, size, mtime_ns, kind, has_grams)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_key(doc.path), name, folder, body, spans, doc.size, doc.mtime_ns, doc.kind, grams),
-            )
+                "INSERT INTO docs (path, name, folder, body, spans, size, mtime_ns, kind,"
+                " has_grams) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_key(doc.path), name, folder, body, spans, doc.size, doc.mtime_ns, doc.kind,
+                 grams),
+            )  # fmt: skip
             row = (cur.lastrowid, name, folder, body)
             conn.execute("INSERT INTO words (rowid, name, folder, body) VALUES (?, ?, ?, ?)", row)
             if grams:
@@ -402,14 +401,14 @@ class FullText:
         *,
         limit: int = 500,
         where: TextFilter | None = None,
-        snippets: int = 20,
+        snippets: int = 0,
     ) -> list[TextHit]:
         """Files matching every positive term and no excluded one, best BM25 first; the
         first ``snippets`` hits carry the best-matching piece, its locator and marks."""
         q = parse_query(query) if isinstance(query, str) else query
-        if not q:
-            return []
-        sql, params, table = self._select(q, where or TextFilter(), limit)
+        if not q or (not self.writable and not self.path.exists()):
+            return []  # nothing to look for, or no text indexed yet
+        sql, params = self._select(q, where or TextFilter(), limit)
         conn = self._conn()
         try:
             rows = conn.execute(sql, params).fetchall()
@@ -420,15 +419,25 @@ class FullText:
         hits = []
         for rank, (doc_id, key, score) in enumerate(rows):
             if rank < snippets:
-                snippet, marks, loc = self._best_piece(conn, table, q, doc_id)
+                snippet, marks, loc = self._best_piece(conn, q, doc_id)
                 hits.append(TextHit(_path(key), rank, score, snippet, marks, loc))
             else:
                 hits.append(TextHit(_path(key), rank, score))
         return hits
 
-    def _select(
-        self, q: TextQuery, where: TextFilter, limit: int
-    ) -> tuple[str, list[object], str]:
+    def piece(self, path: str, query: str | TextQuery) -> TextHit | None:
+        """The best-matching piece of one file for ``query`` (snippet, marks, locator)."""
+        q = parse_query(query) if isinstance(query, str) else query
+        if not self.path.exists() and not self.writable:
+            return None
+        conn = self._conn()
+        row = conn.execute("SELECT id FROM docs WHERE path = ?", (_key(path),)).fetchone()
+        if row is None or not q:
+            return None
+        snippet, marks, loc = self._best_piece(conn, q, row[0])
+        return TextHit(path, 0, 0.0, snippet, marks, loc)
+
+    def _select(self, q: TextQuery, where: TextFilter, limit: int) -> tuple[str, list[object]]:
         words = [t for t in q.positive if not t.no_space_script]
         grams = [t for t in q.positive if t.no_space_script]
         long_grams = [t for t in grams if len(t.text) >= 3]
@@ -482,16 +491,16 @@ class FullText:
         else:
             sql = f"SELECT d.id, d.path, 0.0 FROM docs d WHERE 1{extra} ORDER BY d.id LIMIT ?"
         params.append(limit)
-        return sql, params, table
+        return sql, params
 
     def _best_piece(
-        self, conn: sqlite3.Connection, table: str, q: TextQuery, doc_id: int
+        self, conn: sqlite3.Connection, q: TextQuery, doc_id: int
     ) -> tuple[str, tuple[tuple[int, int], ...], Locator]:
         """The piece of the file with the most distinct query terms, as a marked snippet."""
         body, spans_json = conn.execute(
             "SELECT body, spans FROM docs WHERE id = ?", (doc_id,)
         ).fetchone()
-        marks = self._marks(conn, table, q, doc_id, body)
+        marks = self._marks(conn, q, doc_id, body)
         starts = [0]
         locators = [Locator()]
         for start, loc in json.loads(spans_json):
@@ -515,7 +524,7 @@ class FullText:
         return (*_window(body, found[0][0], found), locators[piece])
 
     def _marks(
-        self, conn: sqlite3.Connection, table: str, q: TextQuery, doc_id: int, body: str
+        self, conn: sqlite3.Connection, q: TextQuery, doc_id: int, body: str
     ) -> list[tuple[int, int]]:
         """Character spans of the body that match the query, as FTS5 itself sees them."""
         marks: list[tuple[int, int]] = []

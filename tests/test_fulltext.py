@@ -25,14 +25,49 @@ from launcher.fulltext import (
 )
 
 WORDS = (
-    "river stone lantern harbor meadow copper violet engine garden orbit velvet canyon "
-    "pepper marble signal ladder timber falcon prairie quartz ribbon saddle thistle "
-    "walnut basket cobalt dune ember fjord glacier hollow island jasper kettle"
-).split()
+    "river",
+    "stone",
+    "lantern",
+    "harbor",
+    "meadow",
+    "copper",
+    "violet",
+    "engine",
+    "garden",
+    "orbit",
+    "velvet",
+    "canyon",
+    "pepper",
+    "marble",
+    "signal",
+    "ladder",
+    "timber",
+    "falcon",
+    "prairie",
+    "quartz",
+    "ribbon",
+    "saddle",
+    "thistle",
+    "walnut",
+    "basket",
+    "cobalt",
+    "dune",
+    "ember",
+    "fjord",
+    "glacier",
+    "hollow",
+    "island",
+    "jasper",
+    "kettle",
+)
 
 
 def _filler(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _search(ft: FullText, query: str, **kw) -> list:
+    return ft.search(query, snippets=20, **kw)
 
 
 def _doc(path: str, body: str, *, kind: str = "text", mtime_ns: int = 1, lines: int = 0) -> TextDoc:
@@ -100,20 +135,20 @@ def corpus(tmp_path: Path) -> tuple[FullText, dict[str, str]]:
 )
 def test_planted_word_found_first(corpus, query: str, key: str) -> None:
     ft, planted = corpus
-    hits = ft.search(query)
+    hits = _search(ft, query)
     assert hits, query
     assert hits[0].path == planted[key]
 
 
 def test_all_words_must_match(corpus) -> None:
     ft, planted = corpus
-    assert ft.search("albatross sesquipedalian") == []
-    assert [h.path for h in ft.search("albatross")] == [planted["far"]]
+    assert _search(ft, "albatross sesquipedalian") == []
+    assert [h.path for h in _search(ft, "albatross")] == [planted["far"]]
 
 
 def test_snippet_from_best_piece_with_marks_and_locator(corpus) -> None:
     ft, planted = corpus
-    (hit,) = ft.search("ZQX-4417-KAPPA")
+    (hit,) = _search(ft, "ZQX-4417-KAPPA")
     assert hit.path == planted["code"]
     marked = [hit.snippet[s:e] for s, e in hit.marks]
     assert marked == ["ZQX-4417-KAPPA"]
@@ -126,9 +161,9 @@ def test_snippet_from_best_piece_with_marks_and_locator(corpus) -> None:
 
 def test_snippet_marks_folded_and_prefix_matches(corpus) -> None:
     ft, planted = corpus
-    (hit,) = ft.search("schrodinger")
+    (hit,) = _search(ft, "schrodinger")
     assert [hit.snippet[s:e] for s, e in hit.marks] == ["Schrödinger"]
-    (hit,) = ft.search("東京タワー")
+    (hit,) = _search(ft, "東京タワー")
     assert "東京タワー" in hit.snippet
 
 
@@ -136,7 +171,7 @@ def test_best_piece_is_the_one_with_most_terms(tmp_path: Path) -> None:
     with FullText.open(tmp_path) as ft:
         body = "alpha only here\n\nnothing\n\nalpha and beta together"
         ft.put(_doc("/x.txt", body))
-        (hit,) = ft.search("alpha beta")
+        (hit,) = _search(ft, "alpha beta")
         assert hit.locator.line_start == 5
         assert sorted(hit.snippet[s:e] for s, e in hit.marks) == ["alpha", "beta"]
 
@@ -146,7 +181,7 @@ def test_phrase_and_exclusion(tmp_path: Path) -> None:
         ft.put(_doc("/a.txt", "the quick brown fox"))
         ft.put(_doc("/b.txt", "brown the quick fox"))
         ft.put(_doc("/c.txt", "a quick brown dog"))
-    paths = lambda q: sorted(h.path for h in ft.search(q))  # noqa: E731
+    paths = lambda q: sorted(h.path for h in _search(ft, q))  # noqa: E731
     with FullText.open(tmp_path, writable=False) as ft:
         assert paths('"quick brown"') == ["/a.txt", "/c.txt"]
         assert paths('"quick brown" -dog') == ["/a.txt"]
@@ -157,13 +192,31 @@ def test_phrase_and_exclusion(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ['"unbalanced', "*", "fox*", "NEAR(fox dog)", "title:fox", "-", "- fox", "AND", "OR fox",
-     '""', "fox AND", "(fox", "fox)", "^fox", "fox + dog", "'; DROP TABLE docs; --", "\\", "%_"],
+    [
+        '"unbalanced',
+        "*",
+        "fox*",
+        "NEAR(fox dog)",
+        "title:fox",
+        "-",
+        "- fox",
+        "AND",
+        "OR fox",
+        '""',
+        "fox AND",
+        "(fox",
+        "fox)",
+        "^fox",
+        "fox + dog",
+        "'; DROP TABLE docs; --",
+        "\\",
+        "%_",
+    ],
 )
 def test_odd_input_never_errors(tmp_path: Path, query: str) -> None:
     with FullText.open(tmp_path) as ft:
         ft.put(_doc("/a.txt", "the quick brown fox and the lazy dog"))
-        hits = ft.search(query)
+        hits = _search(ft, query)
         assert all(h.path == "/a.txt" for h in hits)
         assert len(ft) == 1  # nothing was dropped
 
@@ -187,10 +240,10 @@ def test_identifiers(tmp_path: Path) -> None:
         ft.put(_doc("/b.py", "snake case name camel case"))
     with FullText.open(tmp_path, writable=False) as ft:
         # the parts of an identifier are words of their own; as typed, it is their phrase
-        assert {h.path for h in ft.search("snake_case_name")} == {"/a.py", "/b.py"}
-        assert [h.path for h in ft.search("case_camel")] == []
-        assert [h.path for h in ft.search("CamelCaseThing")] == ["/a.py"]
-        assert [h.path for h in ft.search("camelcase")] == ["/a.py"]
+        assert {h.path for h in _search(ft, "snake_case_name")} == {"/a.py", "/b.py"}
+        assert [h.path for h in _search(ft, "case_camel")] == []
+        assert [h.path for h in _search(ft, "CamelCaseThing")] == ["/a.py"]
+        assert [h.path for h in _search(ft, "camelcase")] == ["/a.py"]
 
 
 def test_name_and_folder_words_match_and_name_ranks_higher(tmp_path: Path) -> None:
@@ -199,7 +252,7 @@ def test_name_and_folder_words_match_and_name_ranks_higher(tmp_path: Path) -> No
         ft.put(_doc("/home/u/notes/invoice.txt", "paid in full"))
         ft.put(_doc("/home/u/notes/other.txt", "the invoice was paid"))
     with FullText.open(tmp_path, writable=False) as ft:
-        hits = ft.search("invoice")
+        hits = _search(ft, "invoice")
         assert hits[0].path == "/home/u/notes/invoice.txt"
         assert {h.path for h in hits} == {
             "/home/u/Invoices/scan.txt", "/home/u/notes/invoice.txt", "/home/u/notes/other.txt",
@@ -208,18 +261,18 @@ def test_name_and_folder_words_match_and_name_ranks_higher(tmp_path: Path) -> No
 
 def test_filters_apply_inside_the_query(corpus) -> None:
     ft, planted = corpus
-    everything = ft.search("river", limit=1000)
+    everything = _search(ft, "river", limit=1000)
     assert len(everything) > 50
-    only = ft.search("river", where=TextFilter(folder="/docs/folder3"), limit=1000)
+    only = _search(ft, "river", where=TextFilter(folder="/docs/folder3"), limit=1000)
     assert only and all(h.path.startswith("/docs/folder3/") for h in only)
     assert len(only) == len([h for h in everything if h.path.startswith("/docs/folder3/")])
-    recent = ft.search("river", where=TextFilter(mtime_after_ns=290), limit=1000)
+    recent = _search(ft, "river", where=TextFilter(mtime_after_ns=290), limit=1000)
     sigs = ft.signatures()
     assert recent and all(sigs[h.path][1] >= 290 for h in recent)
     assert len(recent) == len([h for h in everything if sigs[h.path][1] >= 290])
-    assert ft.search("river", where=TextFilter(kinds=frozenset({"pdf"}))) == []
+    assert _search(ft, "river", where=TextFilter(kinds=frozenset({"pdf"}))) == []
     # a folder filter is a folder, not a prefix of names
-    assert ft.search("river", where=TextFilter(folder="/docs/folder")) == []
+    assert _search(ft, "river", where=TextFilter(folder="/docs/folder")) == []
 
 
 def test_replace_move_remove_clear(tmp_path: Path) -> None:
@@ -227,24 +280,24 @@ def test_replace_move_remove_clear(tmp_path: Path) -> None:
         ft.put(_doc("/a.txt", "first version mentions kiwi"))
         ft.put(_doc("/a.txt", "second version mentions mango"))
         assert len(ft) == 1
-        assert ft.search("kiwi") == [] and ft.search("mango")[0].path == "/a.txt"
+        assert _search(ft, "kiwi") == [] and _search(ft, "mango")[0].path == "/a.txt"
         assert ft.move("/a.txt", "/moved/b.txt")
-        assert [h.path for h in ft.search("mango")] == ["/moved/b.txt"]
-        assert ft.search("a.txt") == []
-        assert [h.path for h in ft.search("moved")] == ["/moved/b.txt"]
+        assert [h.path for h in _search(ft, "mango")] == ["/moved/b.txt"]
+        assert _search(ft, "a.txt") == []
+        assert [h.path for h in _search(ft, "moved")] == ["/moved/b.txt"]
         ft.put(_doc("/c.txt", "東京タワー"))
         assert ft.remove(["/moved/b.txt", "/nope"]) == 1
-        assert ft.search("mango") == []
+        assert _search(ft, "mango") == []
         assert ft.signatures() == {"/c.txt": (len("東京タワー"), 1)}
         ft.clear()
-        assert len(ft) == 0 and ft.search("東京タワー") == []
+        assert len(ft) == 0 and _search(ft, "東京タワー") == []
 
 
 def test_undecodable_path_round_trips(tmp_path: Path) -> None:
     odd = os.fsdecode(b"/data/caf\xe9-menu.txt")
     with FullText.open(tmp_path) as ft:
         ft.put(_doc(odd, "espresso ristretto"))
-        assert [h.path for h in ft.search("ristretto")] == [odd]
+        assert [h.path for h in _search(ft, "ristretto")] == [odd]
 
 
 def test_database_is_private(tmp_path: Path) -> None:
@@ -301,7 +354,7 @@ def test_kill_9_leaves_whole_batches(tmp_path: Path) -> None:
             for _size, batch in sigs.values():
                 batches[batch] = batches.get(batch, 0) + 1
             assert batches and set(batches.values()) == {50}, batches
-            assert len(ft.search("word", limit=100_000)) == len(sigs)
+            assert len(_search(ft, "word", limit=100_000)) == len(sigs)
             ft.clear()
 
 
