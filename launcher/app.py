@@ -77,11 +77,12 @@ class App:
             commit_every_seconds=self.settings.commit_every_seconds,
         )
 
-    def open_text(self, store: Store) -> FullText | None:
-        """The full-text index beside ``store``; None (said once) when this Python's
-        sqlite3 has no FTS5: search by meaning and by name still works."""
+    def open_text(self, store: Store, *, writable: bool | None = None) -> FullText | None:
+        """The full-text index beside ``store`` (a writer only if the store is one); None
+        (said once) when this Python's sqlite3 has no FTS5: search by meaning and by name
+        still works."""
         try:
-            return FullText.open(store.directory, writable=store.writable)
+            return FullText.open(store.directory, writable=store.writable and writable is not False)
         except FullTextUnavailable as err:
             if not self._told_no_fts:
                 log.warning("%s", err)

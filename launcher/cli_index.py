@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
+from .fulltext import FullText, FullTextUnavailable
 from .walk import human_size
 
 
@@ -256,15 +258,17 @@ def cmd_remove(args: argparse.Namespace) -> int:
         store.set_roots([r for r in store.roots if r != target])
         prefix = target.rstrip(os.sep) + os.sep
         others = tuple(r.rstrip(os.sep) + os.sep for r in store.roots)
-        gone = 0
+        gone = []
         for rec in list(store.files()):
             inside = rec.path == target or rec.path.startswith(prefix)
             kept = any(rec.path.startswith(o) or rec.path == o[:-1] for o in others)
             if inside and not kept:
                 store.remove(rec.path)
-                gone += 1
+                gone.append(rec.path)
+        with contextlib.suppress(FullTextUnavailable), FullText.open(store.directory) as text:
+            text.remove(gone)  # before the store forgets them (see Indexer._drop_words)
         store.commit()
-    print(f"removed {target} and {gone} files from the index", file=sys.stderr)
+    print(f"removed {target} and {len(gone)} files from the index", file=sys.stderr)
     return 0
 
 

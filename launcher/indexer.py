@@ -178,7 +178,9 @@ class Indexer:
         if self.cancel.is_set():
             report.interrupted = True
         else:
-            report.removed = len(self.store.sweep())
+            removed = self.store.sweep()
+            self._drop_words(removed)  # before the commit that drops them from the store
+            report.removed = len(removed)
         report.seconds = time.monotonic() - started
         self.store.stats = RunStats(
             started_ns=started_ns,
@@ -192,7 +194,6 @@ class Indexer:
             problems=len(report.skipped),
         )
         self.store.commit()
-        self._forget_words()
         self.on_progress(Progress("done", report.files, report.files))
         return report
 
@@ -210,8 +211,7 @@ class Indexer:
             entry = admit(path, roots, self.settings)
             if entry is None:
                 # gone, or no longer a file to index (now ignored, too large...)
-                if self.text is not None:
-                    self.text.remove([path])
+                self._drop_words([path])
                 if self.store.get(path) is not None:
                     self.store.remove(path)
                     report.removed += 1
@@ -220,6 +220,7 @@ class Indexer:
                     prefix = path.rstrip(os.sep) + os.sep
                     for rec in list(self.store.files()):
                         if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
+                            self._drop_words([rec.path])
                             self.store.remove(rec.path)
                             report.removed += 1
                 continue
@@ -234,7 +235,6 @@ class Indexer:
         self._chunks(pending, report)
         report.seconds = time.monotonic() - started
         self.store.commit()
-        self._forget_words()
         return report
 
     def _is_new(self, path: str) -> bool:
@@ -278,6 +278,7 @@ class Indexer:
                 self._put_words(docs)
                 flushed = time.monotonic()
         self._put_words(docs)
+        self.on_progress(timer.progress("words", ""))  # every file's words are searchable
 
     def _put_words(self, docs: list[TextDoc]) -> None:
         assert self.text is not None
@@ -300,14 +301,19 @@ class Indexer:
             return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, "")
         return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, layer.body, layer.spans)
 
+    # The text index only ever holds files the store has committed: text is added after
+    # the commit that queues a file and dropped before the commit that removes it, so a
+    # kill at any moment leaves at most files whose text the next run adds.
+
+    def _drop_words(self, paths: Sequence[str]) -> None:
+        if self.text is not None and paths:
+            self.text.remove(paths)
+
     def _forget_words(self) -> None:
-        """Drop the text of files the index no longer has (removed, or a run cut short
-        between the two): search never shows a file the vector index has forgotten."""
-        if self.text is None:
-            return
-        gone = [p for p in self.text.signatures() if self.store.get(p) is None]
-        if gone:
-            self.text.remove(gone)
+        """Drop the text of files the store no longer has (``remove`` on an older version,
+        or a store fallen back to its previous generation)."""
+        if self.text is not None:
+            self._drop_words([p for p in self.text.signatures() if self.store.get(p) is None])
 
     def _recent_first(self, paths: list[str]) -> list[str]:
         def mtime(path: str) -> int:

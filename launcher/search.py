@@ -190,6 +190,8 @@ class Searcher:
                 fused[fi] = fused.get(fi, 0.0) + 1.0 / (RRF_K + rank + 1)
         for fi in exact:
             fused.setdefault(fi, 0.0)
+        for fi in self._excluded(text, parsed, query, tables):  # -word: never shown
+            fused.pop(fi, None)
         lists = sum(1 for ranking in (best, words) if ranking) or 1
         order = sorted(fused, key=lambda fi: (fi not in exact, -fused[fi]))
         hits: list[Hit] = []
@@ -235,6 +237,21 @@ class Searcher:
             if fi is not None and allowed[fi]:
                 found[fi] = hit
         return found
+
+    def _excluded(
+        self, text: FullText | None, parsed: TextQuery, query: Query, tables: _Tables
+    ) -> set[int]:
+        """Files with any ``-excluded`` word: left out whatever found them."""
+        out: set[int] = set()
+        if text is None:
+            return out
+        for term in parsed.negative:
+            wanted = TextQuery((Term(term.text, phrase=term.phrase),))
+            for hit in text.search(wanted, limit=1_000_000, where=_text_filter(query)):
+                fi = tables.index.get(hit.path)
+                if fi is not None:
+                    out.add(fi)
+        return out
 
     def _exact_words(
         self,
