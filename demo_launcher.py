@@ -16,6 +16,8 @@ import sys
 from launcher import paths
 from launcher.errors import LauncherError, ModelNotFound
 
+DEMO_PORT = 7734  # launch uses 7733
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
             port=args.port, host="127.0.0.1", no_browser=args.no_browser,
             hotkey=args.hotkey or DEFAULT_HOTKEY,
         )  # fmt: skip
-        return run_launch(lambda: LocalService(app, warm=True), launch_args)
+        # its own port and running-instance file: a later `launch` must not find the demo
+        return run_launch(
+            lambda: LocalService(app, warm=True),
+            launch_args,
+            instance_path=paths.data_dir() / "demo" / "ui.json",
+            default_port=DEMO_PORT,
+        )
 
 
 def _model_changed(app) -> bool:  # type: ignore[no-untyped-def]

@@ -280,25 +280,35 @@ class Focuser:
     """Brings the page at ``url`` to the front: opens it the first time, then re-focuses.
 
     Re-focusing raises the existing browser window where the OS allows it (X11 with
-    xdotool); elsewhere it opens the URL again (the browser comes to the front).
+    xdotool); elsewhere it opens the URL again (the browser comes to the front). ``url``
+    may be a function that makes a new URL for each opening (a single-use link).
     """
 
-    def __init__(self, url: str, *, opened: bool = False, title: str = WINDOW_TITLE) -> None:
+    def __init__(
+        self,
+        url: str | Callable[[], str],
+        *,
+        opened: bool = False,
+        title: str = WINDOW_TITLE,
+    ) -> None:
         self.url = url
         self.title = title
         self.opened = opened
         self._lock = threading.Lock()
 
+    def _open(self) -> None:
+        webbrowser.open(self.url() if callable(self.url) else self.url)
+
     def __call__(self) -> str:
         """Returns what was done: "opened", "focused" or "reopened"."""
         with self._lock:
             if not self.opened:
-                webbrowser.open(self.url)
+                self._open()
                 self.opened = True
                 return "opened"
             if focus_window(self.title):
                 return "focused"
-            webbrowser.open(self.url)
+            self._open()
             return "reopened"
 
 

@@ -6,6 +6,7 @@ otherwise the platformdirs locations for the app are used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -60,5 +61,35 @@ def repo_models_dir() -> Path:
 
 
 def ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` (and missing parents) readable by this user only (0700).
+
+    The app's own folders (config, data, cache, logs) are also narrowed to 0700 when they
+    already exist: the index holds text from your files and ``ui.json`` holds the page's key.
+    """
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+    _narrow(path)
     return path
+
+
+def _narrow(path: Path) -> None:
+    """chmod 0700 the app folders at or above ``path`` that this user owns."""
+    if not hasattr(os, "getuid"):  # Windows: the profile folder is private already
+        return
+    roots = {config_dir(), data_dir(), cache_dir(), log_dir()}
+    home = _home()
+    if home is not None:
+        roots.add(home)
+    for folder in (path, *path.parents):
+        if folder not in roots:
+            continue
+        with contextlib.suppress(OSError):
+            st = folder.stat()
+            if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                folder.chmod(st.st_mode & 0o700)

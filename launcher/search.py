@@ -26,6 +26,7 @@ import numpy as np
 from .embedder import Embedder
 from .errors import LauncherError, ModelError
 from .fulltext import FullText, Term, TextFilter, TextHit, TextQuery, parse_query
+from .indexed import open_indexed, unchanged
 from .inputs import EmbedInput, RerankDoc
 from .query import Hit, IndexStatus, Query
 from .store import FileRecord, RowRef, Snapshot
@@ -376,8 +377,8 @@ class Searcher:
             return self._text_cache[key]
         from .extract import decode_text
 
-        try:
-            with open(rec.path, "rb") as fh:
+        try:  # only the file that was indexed: never a symlink or FIFO swapped in since
+            with open_indexed(rec, follow_symlinks=self.settings.follow_symlinks) as fh:
                 data = fh.read(4_000_000)
             text: str | None = decode_text(data)
         except (OSError, ValueError, LauncherError):
@@ -425,7 +426,7 @@ class Searcher:
                 lines = content.splitlines()
                 text = "\n".join(lines[loc.line_start - 1 : (loc.line_end or loc.line_start)])
         elif loc is not None and loc.page is not None and rec.kind == "pdf":
-            text = _pdf_page_text(rec.path, loc.page)
+            text = _pdf_page_text(rec, loc.page, self.settings.follow_symlinks)
         if not text:
             text = rec.preview or ""
         return _around(" ".join(text.split()), query_text, limit)
@@ -470,9 +471,14 @@ class Searcher:
     def _rerank_doc(self, hit: Hit, with_images: bool) -> RerankDoc:
         """A file's card for the reranker: the picture itself when the reranker has its
         mmproj, else the name and matching text."""
-        if hit.kind == "image" and with_images:
+        if hit.kind == "image" and with_images and self._unchanged(hit.path):
             return RerankDoc(images=(self._as_indexed(hit.path),))
         return RerankDoc(text=f"{hit.name}\n{hit.snippet}".strip())
+
+    def _unchanged(self, path: str) -> bool:
+        """``path`` is in the index and still the file that was indexed (``launcher.indexed``)."""
+        rec = self._snapshot().get(path)
+        return rec is not None and unchanged(rec, follow_symlinks=self.settings.follow_symlinks)
 
     # -- status -----------------------------------------------------------------------
 
@@ -540,21 +546,20 @@ def _around(text: str, query: str, limit: int) -> str:
     return ("…" if start > 0 else "") + out + ("…" if end < len(text) else "")
 
 
-def _pdf_page_text(path: str, page: int) -> str | None:
+def _pdf_page_text(rec: FileRecord, page: int, follow_symlinks: bool) -> str | None:
     import pypdfium2 as pdfium
 
     try:
-        pdf = pdfium.PdfDocument(path)
-    except (pdfium.PdfiumError, OSError):
+        with open_indexed(rec, follow_symlinks=follow_symlinks) as fh:
+            pdf = pdfium.PdfDocument(fh)
+            try:
+                if not 1 <= page <= len(pdf):
+                    return None
+                textpage = pdf[page - 1].get_textpage()
+                text = textpage.get_text_bounded()
+                textpage.close()
+                return str(text)
+            finally:
+                pdf.close()
+    except (pdfium.PdfiumError, OSError, LauncherError):
         return None
-    try:
-        if not 1 <= page <= len(pdf):
-            return None
-        textpage = pdf[page - 1].get_textpage()
-        text = textpage.get_text_bounded()
-        textpage.close()
-        return str(text)
-    except pdfium.PdfiumError:
-        return None
-    finally:
-        pdf.close()

@@ -13,12 +13,12 @@ import io
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .app import App
 from .errors import LauncherError, StoreError
 from .fulltext import FullText
+from .indexed import is_plain_file, open_indexed, unchanged
 from .indexer import Indexer, Progress
 from .query import Hit, IndexStatus, Query
 from .search import Searcher
@@ -194,20 +194,30 @@ class LocalService:
         self._indexing.clear()
 
     def is_indexed(self, path: str) -> bool:
-        """Only exact paths of files in the index (no normalisation that could widen it)."""
-        return isinstance(path, str) and self._snapshot().get(path) is not None
+        """Only exact paths of files in the index (no normalisation that could widen it)
+        that are still plain files: never a symlink or FIFO swapped in since indexing."""
+        rec = self._snapshot().get(path) if isinstance(path, str) else None
+        follow = self.app.settings.follow_symlinks
+        return rec is not None and is_plain_file(path, follow_symlinks=follow)
 
     def thumbnail(self, path: str, size: int = 256) -> bytes | None:
+        """A PNG of an indexed picture, PDF or video; None unless the file is still the
+        one indexed (``launcher.indexed``)."""
         rec = self._snapshot().get(path) if isinstance(path, str) else None
         if rec is None or rec.kind not in ("image", "pdf", "video"):
             return None
+        s = self.app.settings
         try:
-            if rec.kind == "pdf":
-                image = _pdf_page(path, 1)
-            elif rec.kind == "video":
-                image = _video_frame(path, self.app.settings)
+            if rec.kind == "video":
+                if not unchanged(rec, follow_symlinks=s.follow_symlinks):
+                    return None
+                image = _video_frame(path, s)
             else:
-                image = _open_image(path)
+                with open_indexed(rec, s.max_file_bytes, follow_symlinks=s.follow_symlinks) as fh:
+                    if rec.kind == "pdf":
+                        image = _pdf_page(fh, 1)
+                    else:
+                        image = _open_image(fh.read(), s.max_image_pixels, size)
         except (OSError, LauncherError, ValueError):
             return None
         if image is None:
@@ -229,10 +239,10 @@ class LocalService:
             self.store.close()
 
 
-def _open_image(path: str) -> Any:
+def _open_image(data: bytes, max_pixels: int, size: int) -> Any:
     from .images import load_image, to_rgb
 
-    return to_rgb(load_image(Path(path)))
+    return to_rgb(load_image(data, max_pixels=max_pixels, draft=(size, size)))
 
 
 def _video_frame(path: str, settings: Any) -> Any:
@@ -243,11 +253,11 @@ def _video_frame(path: str, settings: Any) -> Any:
     return extract(path, "video", replace(settings, video_frames=1)).card.image
 
 
-def _pdf_page(path: str, page: int) -> Any:
+def _pdf_page(source: BinaryIO, page: int) -> Any:
     import pypdfium2 as pdfium
 
     try:
-        pdf = pdfium.PdfDocument(path)
+        pdf = pdfium.PdfDocument(source)
     except pdfium.PdfiumError:
         return None
     try:

@@ -473,7 +473,9 @@ class Store:
         store.commit_every_seconds = commit_every_seconds
         if writable:
             try:
-                path.mkdir(parents=True, exist_ok=True)
+                from . import paths
+
+                paths.ensure(path)  # 0700: the index holds text from the user's files
                 store._acquire_lock()
             except OSError as err:
                 raise StoreError(f"cannot open the index folder {path}: {err}") from err

@@ -14,7 +14,9 @@ makes the browser send (CSRF: Origin / Sec-Fetch-Site) are refused.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hmac
 import html
 import itertools
 import json
@@ -25,6 +27,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -53,6 +56,9 @@ DEFAULT_PORT = 7733  # tried first so the URL is stable; any free port if taken
 DEBOUNCE_MS = 250
 THUMB_SIZE = 96
 MAX_PATH_CHARS = 4096
+MAX_QUERY_CHARS = 2000  # longer text is cut (a 1 MB query took half a minute to embed)
+QUERY_IMAGE_PIXELS = 50_000_000  # query images above this are refused before decoding
+MAX_IMAGE_BYTES = 50 * 1000 * 1000  # a query image file
 SNIPPET_CHARS = 240
 WHEN_CHOICES = ("any time", "today", "past week", "past month", "past year")
 _WHEN_DAYS = {"past week": 7, "past month": 31, "past year": 366}
@@ -80,6 +86,8 @@ class UIOptions:
     rerank_top: int = 10  # rerank this many of the embedding results (0: all)
     status_every: float = 3.0  # seconds between index-status refreshes
     title: str = WINDOW_TITLE
+    upload_request_bytes: int = 50 * 1000 * 1000  # one upload request (one query image)
+    upload_total_bytes: int = 200 * 1000 * 1000  # this run's uploads together
 
 
 # --------------------------------------------------------------------------- gradio import
@@ -89,25 +97,65 @@ def _ui_cache() -> Path:
     return paths.cache_dir() / "ui"
 
 
+_UPLOADS: list[Path] = []  # the process's upload folder, fixed at the first use
+
+
+def _uploads_root() -> Path:
+    """Where every run's upload folder goes. Gradio accepts a file named in a request only
+    inside its "upload folder", which it reads from GRADIO_TEMP_DIR per request: that
+    variable names this folder for the whole process."""
+    if not _UPLOADS:
+        given = os.environ.get("GRADIO_TEMP_DIR")
+        _UPLOADS.append(Path(given) if given else _ui_cache() / "uploads")
+        os.environ["GRADIO_TEMP_DIR"] = str(_UPLOADS[0])
+    return _UPLOADS[0]
+
+
 def _prepare_gradio_env() -> None:
     """Analytics off, Gradio's files in our cache dir (not /tmp/gradio, not $HOME)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(_ui_cache() / "examples"))
-    if not os.environ.get("GRADIO_TEMP_DIR"):  # read once by gradio at import
-        os.environ["GRADIO_TEMP_DIR"] = str(_ui_cache() / "uploads")
+    _uploads_root()
 
 
-def _new_run_dir() -> Path:
-    """A private folder for this run's uploads (query images); old ones are pruned."""
-    base = paths.ensure(_ui_cache())
-    cutoff = time.time() - 86400
-    for old in base.glob("run-*"):
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl+C there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_run_dirs() -> list[Path]:
+    """Delete upload folders of runs that ended without cleaning up (crash, kill -9)."""
+    removed = []
+    base = _uploads_root()
+    for old in base.glob("run-*") if base.is_dir() else ():
+        pid = old.name.split("-")[1] if old.name.count("-") >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    cutoff = time.time() - 86400  # folders of older versions (no pid in the name)
+    legacy = _ui_cache()
+    for old in legacy.glob("run-*") if legacy.is_dir() else ():
         with contextlib.suppress(OSError):
             if old.stat().st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="run-", dir=base))  # mode 0700
+                removed.append(old)
+    return removed
+
+
+def _new_run_dir() -> Path:
+    """A private folder (0700) for this run's uploads (query images)."""
+    base = paths.ensure(_uploads_root())
+    remove_stale_run_dirs()
+    return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))
 
 
 @contextlib.contextmanager
@@ -143,6 +191,49 @@ def esc(text: object) -> str:
         .replace("$", "&#36;")
         .replace("`", "&#96;")
     )
+
+
+def visible(text: str) -> str:
+    """``text`` as it may be shown: bytes of a file name that are not valid UTF-8 (kept
+    by Python as lone surrogates, which JSON cannot carry) as ``\\xNN``, and control,
+    bidi and invisible characters as ``<U+202E>``, so a name cannot pose as another
+    (a right-to-left override makes "invoice<U+202E>fdp.exe" read "invoiceexe.pdf")."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+            continue
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: one undecodable byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(f"<U+{code:04X}>")
+    return "".join(out)
+
+
+_REF_PREFIX = "fs:"
+
+
+def path_ref(path: str) -> str:
+    """How the page names a file to the server: the path itself, or ``fs:`` and the
+    path's bytes in base64 for a path that is not valid UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return _REF_PREFIX + base64.urlsafe_b64encode(os.fsencode(path)).decode("ascii")
+    return path
+
+
+def path_from_ref(ref: str) -> str | None:
+    """The path a ``path_ref`` names (None if it is malformed)."""
+    if not ref.startswith(_REF_PREFIX):
+        return ref
+    try:
+        return os.fsdecode(base64.urlsafe_b64decode(ref[len(_REF_PREFIX) :].encode("ascii")))
+    except (ValueError, UnicodeError):
+        return None
 
 
 def relative_time(mtime: float, now: float | None = None) -> str:
@@ -233,7 +324,7 @@ def _score(hit: Hit) -> tuple[str, str]:
 
 
 def _snippet(hit: Hit) -> str:
-    text = " ".join(hit.snippet.split())
+    text = visible(" ".join(hit.snippet.split()))
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
 
 
@@ -249,13 +340,15 @@ def _where(hit: Hit) -> str:
 
 def _icon(hit: Hit) -> str:
     """A file-type tile: the extension on the kind's colour (no emoji fonts needed)."""
-    ext = Path(hit.name).suffix.lstrip(".").upper()[:4] or hit.kind[:4].upper()
+    ext = Path(visible(hit.name)).suffix.lstrip(".").upper()[:4] or hit.kind[:4].upper()
     color = KIND_COLORS.get(hit.kind, KIND_COLORS["text"])
     return f'<span class="licon" style="background:{color}" aria-hidden="true">{esc(ext)}</span>'
 
 
 def short_folder(folder: str, limit: int = 64) -> str:
-    """``~`` for the home folder, and the middle elided when long: ``~/a/…/c/d``."""
+    """``~`` for the home folder, and the middle elided when long: ``~/a/…/c/d``
+    (control and bidi characters shown, see ``visible``)."""
+    folder = visible(folder)
     home = os.path.expanduser("~")
     if home not in ("", "/", "~") and (folder == home or folder.startswith(home + os.sep)):
         folder = "~" + folder[len(home) :]
@@ -271,7 +364,7 @@ def short_folder(folder: str, limit: int = 64) -> str:
 
 
 def thumb_url(path: str, size: int = THUMB_SIZE) -> str:
-    return "/thumb?" + urllib.parse.urlencode({"path": path, "size": size})
+    return "/thumb?" + urllib.parse.urlencode({"path": path_ref(path), "size": size})
 
 
 def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = None) -> str:
@@ -309,12 +402,17 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
     modified = relative_time(hit.mtime, now)
     exact_time = datetime.fromtimestamp(hit.mtime).strftime("%Y-%m-%d %H:%M") if hit.mtime else ""
     sel = " sel" if index == 0 else ""
+    ref = path_ref(hit.path)
+    # data-path: what Copy path copies; data-ref: how Open/Reveal name the file
+    copy = hit.path if ref == hit.path else visible(hit.path)
+    ref_attr = "" if ref == hit.path else f' data-ref="{esc(ref)}"'
     return (
         f'<div class="lrow{sel}" role="option" aria-selected="{str(index == 0).lower()}" '
-        f'data-i="{index}" data-path="{esc(hit.path)}" title="{esc(hit.path)}">'
+        f'data-i="{index}" data-path="{esc(copy)}"{ref_attr} title="{esc(visible(hit.path))}">'
         f'<div class="lvis">{visual}</div>'
         '<div class="lmain">'
-        f'<div class="lline"><span class="lname">{highlight(hit.name, query_text)}</span>'
+        f'<div class="lline"><span class="lname">{highlight(visible(hit.name), query_text)}'
+        "</span>"
         f'{"".join(badges)}<span class="lfolder">{esc(short_folder(hit.folder))}</span></div>'
         f'<div class="lsnip">{snip_html}</div>'
         "</div>"
@@ -346,7 +444,7 @@ def render_results(
         info.append(f"{elapsed_ms:.0f} ms")
     if note:
         info.append(note)
-    head = f'<div class="linfo" data-state="{esc(state)}">{esc(" · ".join(info))}</div>'
+    head = f'<div class="linfo" data-state="{esc(state)}">{esc(visible(" · ".join(info)))}</div>'
     if not hits:
         return head + '<div class="lempty">No matches.</div>'
     now = time.time()
@@ -363,7 +461,7 @@ HINT_HTML = (
 
 
 def message_html(text: str, kind: str = "error") -> str:
-    return f'<div class="lmsg l{esc(kind)}">{esc(text)}</div>'
+    return f'<div class="lmsg l{esc(kind)}">{esc(visible(text))}</div>'
 
 
 def render_status(status: IndexStatus) -> str:
@@ -382,7 +480,7 @@ def render_status(status: IndexStatus) -> str:
     if status.indexing:
         parts.append('<span class="lbusy">indexing…</span>')
     if status.message:
-        parts.append(f"<span>{esc(status.message)}</span>")
+        parts.append(f"<span>{esc(visible(status.message))}</span>")
     return '<div class="lstat">' + " · ".join(parts) + "</div>"
 
 
@@ -390,8 +488,12 @@ def render_status(status: IndexStatus) -> str:
 
 
 def servable_path(service: SearchService, path: object) -> str | None:
-    """``path`` if the UI may act on it (a canonical absolute path in the index), else None."""
-    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS or "\x00" in path:
+    """The path named by ``path`` (a ``path_ref``) if the UI may act on it (a canonical
+    absolute path in the index, still a plain file), else None."""
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS:
+        return None
+    path = path_from_ref(path)
+    if path is None or "\x00" in path:
         return None
     if not os.path.isabs(path) or os.path.normpath(path) != path:
         return None  # no "..", no "//", no relative paths: only what the index stores
@@ -459,6 +561,10 @@ def _as_datetime(value: datetime | float | str | None) -> datetime | None:
         return None
 
 
+def _join(*notes: str) -> str:
+    return " · ".join(n for n in notes if n)
+
+
 def _reranked_order(hits: Sequence[Hit], scored: dict[str, Hit]) -> list[Hit]:
     """Scored hits first (best first), then the rest in embedding order."""
     done = sorted(scored.values(), key=lambda h: -(h.rerank_score or 0.0))
@@ -472,10 +578,11 @@ def search_stream(
     rerank: bool,
     batch: int = 5,
     rerank_top: int = 10,
+    note: str = "",
 ) -> Iterator[str]:
     """HTML for the result list: embedding results at once, then reordered as reranker
     scores arrive (the first ``rerank_top`` hits, ``batch`` at a time; the rest keep their
-    embedding order below them)."""
+    embedding order below them). ``note`` is shown with the first results."""
     if query is None:
         yield HINT_HTML
         return
@@ -492,14 +599,18 @@ def search_stream(
     elapsed = (time.perf_counter() - started) * 1000
     text = query.text
     if not rerank or not hits:
-        yield render_results(hits, query_text=text, elapsed_ms=elapsed)
-        return
-    if not _can_rerank(service):
-        note = "no reranker available: embedding order"
         yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=note)
         return
+    if not _can_rerank(service):
+        why = "no reranker available: embedding order"
+        yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=_join(note, why))
+        return
     yield render_results(
-        hits, query_text=text, elapsed_ms=elapsed, note="reranking…", state="reranking"
+        hits,
+        query_text=text,
+        elapsed_ms=elapsed,
+        note=_join(note, "reranking…"),
+        state="reranking",
     )
     rq = replace(query, rerank=True)
     head = hits[: rerank_top if rerank_top > 0 else len(hits)]
@@ -674,7 +785,7 @@ async function act(op, row) {
     return;
   }
   try {
-    const r = await server[op === 'open' ? 'open_file' : 'reveal_file'](path);
+    const r = await server[op === 'open' ? 'open_file' : 'reveal_file'](row.dataset.ref || path);
     toast(r && r.message ? r.message : op, !(r && r.ok));
   } catch (e) { toast(op + ' failed: ' + e, true); }
 }
@@ -789,8 +900,39 @@ watch('value', () => {
 """
 
 
-def build_app(service: SearchService, *, options: UIOptions | None = None) -> gr.Blocks:
-    """The Gradio page; serve it with ``serve`` (or ``create_server_app``)."""
+def query_image(path: object, uploads: Path | None) -> str:
+    """The path of the query image the page uploaded, once checked: only a regular file
+    in this run's upload folder, its pixel count read from its header (a 20 KB PNG can
+    claim 13000x13000 pixels) before anything decodes it. Raises ``ImageError``."""
+    from .errors import ImageError
+    from .images import check_pixels
+
+    if not isinstance(path, str) or uploads is None or not _inside(path, uploads):
+        raise ImageError("the query image was not uploaded through this page")
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise ImageError(f"the query image cannot be read ({err.strerror})") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError("the query image is not a file")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise ImageError(f"the query image is larger than {MAX_IMAGE_BYTES // 1_000_000} MB")
+    check_pixels(path, QUERY_IMAGE_PIXELS, what="query image")
+    return path
+
+
+def _cap_query(text: str | None) -> tuple[str | None, str]:
+    """A query cut to ``MAX_QUERY_CHARS``, and the note saying so."""
+    if text is None or len(text) <= MAX_QUERY_CHARS:
+        return text, ""
+    return text[:MAX_QUERY_CHARS], f"searched the first {MAX_QUERY_CHARS:,} characters"
+
+
+def build_app(
+    service: SearchService, *, options: UIOptions | None = None, uploads: Path | None = None
+) -> gr.Blocks:
+    """The Gradio page; serve it with ``serve`` (or ``create_server_app``). ``uploads``:
+    the only folder a query image may come from (this run's uploads)."""
     gr = _gradio()
     opts = options or UIOptions()
     renders = itertools.count(1)
@@ -812,10 +954,16 @@ def build_app(service: SearchService, *, options: UIOptions | None = None) -> gr
         min_score: float | None,
         rerank: bool,
     ) -> Iterator[str]:
+        text, note = _cap_query(text)
+        try:
+            picture = query_image(image, uploads) if image is not None else None
+        except LauncherError as err:
+            yield message_html(str(err))
+            return
         try:
             query = build_query(
                 text,
-                image,
+                picture,
                 kinds=kinds,
                 folder=folder,
                 when=when,
@@ -833,9 +981,16 @@ def build_app(service: SearchService, *, options: UIOptions | None = None) -> gr
             rerank=bool(rerank),
             batch=opts.rerank_batch,
             rerank_top=opts.rerank_top,
+            note=note,
         )
-        for frame in frames:
-            yield f"<!-- {next(renders)} -->{frame}"  # always a new value: the page hears it
+        try:
+            for frame in frames:
+                yield f"<!-- {next(renders)} -->{frame}"  # always a new value: the page hears it
+        finally:
+            if picture is not None:
+                from .images import release_memory
+
+                release_memory()  # its decoded pixels are garbage now
 
     def status_html() -> str:
         try:
@@ -868,7 +1023,8 @@ def build_app(service: SearchService, *, options: UIOptions | None = None) -> gr
                 )
                 image = gr.Image(
                     elem_id="limg",
-                    type="pil",
+                    type="filepath",  # decoded by the search, after query_image checks it
+                    image_mode=None,  # so gradio itself only reads the header
                     sources=["upload", "clipboard"],
                     show_label=False,
                     container=False,
@@ -964,13 +1120,14 @@ def _act(service: SearchService, op: str, path: Any) -> dict[str, Any]:
     if ok_path is None:
         return {"ok": False, "message": "not in the index"}
     try:
+        name = visible(Path(ok_path).name)
         if op == "open":
             opener.open_path(ok_path)
-            return {"ok": True, "message": f"Opened {Path(ok_path).name}"}
+            return {"ok": True, "message": f"Opened {name}"}
         opener.reveal_path(ok_path)
-        return {"ok": True, "message": f"Revealed {Path(ok_path).name}"}
+        return {"ok": True, "message": f"Revealed {name}"}
     except LauncherError as err:
-        return {"ok": False, "message": str(err)}
+        return {"ok": False, "message": visible(str(err))}
 
 
 def page_kwargs() -> dict[str, Any]:
@@ -985,10 +1142,22 @@ def page_kwargs() -> dict[str, Any]:
 # --------------------------------------------------------------------------- server app
 
 _FILE_ROUTE = re.compile(r"^/(?:gradio_api/)?file[=/](.*)$", re.IGNORECASE | re.DOTALL)
+_UPLOAD_ROUTE = re.compile(r"^/(?:gradio_api/)?upload/?$", re.IGNORECASE)
 _BLOCKED_ROUTE = re.compile(
     r"^/(?:gradio_api/)?(?:proxy=|mcp|monitoring|docs|redoc|openapi\.json|vibe|undo-vibe"
     r"|process_recording|deep_link|run-history|profiling|dev/reload)",
     re.IGNORECASE,
+)
+OPEN_ROUTES = frozenset({"/healthz"})  # answer without the key (they reveal nothing)
+TICKET_ROUTE = "/ticket"  # POST with the key header: a single-use link for a browser
+KEY_HEADER = "x-launcher-key"
+_KEY_PARAM = "key"
+_NEEDS_KEY_HTML = (
+    "<!doctype html><meta charset=utf-8><title>Launcher Search</title>"
+    "<body style='font:16px system-ui;margin:20vh auto;max-width:32em;color:#555'>"
+    "<p>This search page opens only through its own link, which holds a key.</p>"
+    "<p>Press the launcher's hotkey (Ctrl+Alt+Space) or run <code>launcher.py launch</code>"
+    " again to open it.</p></body>"
 )
 
 
@@ -1016,6 +1185,266 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def host_checker(host: str) -> Callable[[str], bool]:
+    """Which Host headers the server answers: loopback names, and the address it was told
+    to listen on. A wildcard (0.0.0.0, ::) also admits IP addresses and this machine's
+    name. Never an arbitrary name (DNS rebinding: a web page whose name resolves here)."""
+    given = host.strip().strip("[]").lower()
+    wildcard = given in ("0.0.0.0", "::", "")
+    names = {given}
+    if wildcard:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+
+    def ok(header: str) -> bool:
+        value = header.strip().lower()
+        if value.startswith("["):  # [::1]:port
+            name = value[1 : value.find("]")] if "]" in value else value
+        else:
+            name = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        if not name:
+            return False
+        return is_loopback(name) or name in names or (wildcard and _is_ip(name))
+
+    return ok
+
+
+@dataclass
+class _UploadBudget:
+    """Upload limits: bytes per request, and this run's folder plus requests in flight."""
+
+    folder: Path
+    per_request: int
+    total: int
+    in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _usage(self) -> list[tuple[float, int, Path]]:
+        files = []
+        for path in self.folder.rglob("*"):
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    files.append((st.st_mtime, st.st_size, path))
+        return sorted(files)
+
+    def admit(self, size: int) -> str | None:
+        """None if ``size`` more bytes may come in (old uploads are deleted to make room),
+        else why not. Runs in a worker thread (it walks the folder)."""
+        if size > self.per_request:
+            mb = self.per_request / 1e6
+            return f"upload refused: larger than {mb:g} MB (this page takes images up to that)"
+        if size > self.total:
+            return f"upload refused: larger than {self.total / 1e6:g} MB"
+        with self._lock:
+            files = self._usage()
+            used = sum(size for _, size, _ in files) + self.in_flight
+            for _, old_size, old in files:  # oldest first: earlier query images
+                if used + size <= self.total:
+                    break
+                with contextlib.suppress(OSError):
+                    old.unlink()
+                    used -= old_size
+            if used + size > self.total:
+                return "upload refused: too many uploads at once; try again in a moment"
+            self.in_flight += size
+        return None
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.in_flight = max(0, self.in_flight - size)
+
+
+class Tickets:
+    """Single-use keys for the links handed to a browser. A link is passed to the browser
+    on its command line, which every local user can read (``ps``) for as long as that
+    browser runs; once used (or after ``ttl`` seconds) it opens nothing."""
+
+    def __init__(self, ttl: float = 600.0) -> None:
+        self.ttl = ttl
+        self._live: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def mint(self) -> str:
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._lock:
+            self._live = {t: end for t, end in self._live.items() if end > now}
+            self._live[token] = now + self.ttl
+        return token
+
+    def redeem(self, token: str) -> bool:
+        with self._lock:
+            end = self._live.pop(token, None)
+        return end is not None and end > time.monotonic()
+
+
+class _Guard:
+    """ASGI middleware in front of every route (a plain ASGI class, not Starlette's
+    ``BaseHTTPMiddleware``, so streams end cleanly on shutdown).
+
+    In order: the Host header (DNS rebinding), cross-site requests (CSRF), the run's key
+    (the ``key`` URL parameter, the key or a single-use ticket, is swapped for an
+    HttpOnly SameSite=Strict cookie; scripts send the ``X-Launcher-Key`` header),
+    Gradio's file routes (this run's uploads only), routes the page does not use, and
+    the upload limits.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        key: str,
+        cookie: str,
+        host_ok: Callable[[str], bool],
+        folder: Path,
+        budget: _UploadBudget,
+        tickets: Tickets,
+    ) -> None:
+        self.app = app
+        self.key = key
+        self.tickets = tickets
+        self.cookie = cookie
+        self.host_ok = host_ok
+        self.folder = folder
+        self.budget = budget
+
+    def _has_key(self, value: str | None) -> bool:
+        return bool(value) and hmac.compare_digest(str(value).encode(), self.key.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import HTTPConnection
+
+        conn = HTTPConnection(scope)
+        refusal = self._refusal(conn)
+        if refusal is not None:
+            await self._refuse(scope, receive, send, *refusal)
+            return
+        path = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and path not in OPEN_ROUTES  # their key parameter was never checked
+            and scope.get("method") in ("GET", "HEAD")
+            and _KEY_PARAM in conn.query_params
+        ):
+            await self._login(conn, scope, receive, send)
+            return
+        size = 0
+        if scope["type"] == "http" and scope.get("method") == "POST" and _UPLOAD_ROUTE.match(path):
+            size, why = await self._admit_upload(conn)
+            if why is not None:
+                await self._refuse(scope, receive, send, 413, why)
+                return
+        try:
+            await self.app(scope, receive, self._with_headers(send))
+        finally:
+            if size:
+                self.budget.release(size)
+
+    def _refusal(self, conn: Any) -> tuple[int, str] | None:
+        headers = conn.headers
+        if not self.host_ok(headers.get("host", "")):
+            return 403, "forbidden host"  # DNS rebinding
+        if not _same_origin(headers):
+            return 403, "cross-site request refused"  # CSRF
+        path = conn.scope.get("path", "")
+        if path in OPEN_ROUTES:
+            return None
+        link = conn.query_params.get(_KEY_PARAM)
+        if link is not None:  # a link: the key (printed by launch) or a single-use ticket
+            ok = self._has_key(link) or self.tickets.redeem(link)
+        else:
+            ok = self._has_key(headers.get(KEY_HEADER) or conn.cookies.get(self.cookie))
+        if not ok:
+            return 401, "this page needs its key: open it with the hotkey or `launcher.py launch`"
+        m = _FILE_ROUTE.match(path)
+        if m and not _inside(urllib.parse.unquote(m.group(1)), self.folder):
+            return 404, "not found"
+        if m and not _inside(m.group(1), self.folder):
+            return 404, "not found"
+        if _BLOCKED_ROUTE.match(path):
+            return 404, "not found"
+        return None
+
+    async def _admit_upload(self, conn: Any) -> tuple[int, str | None]:
+        from starlette.concurrency import run_in_threadpool
+
+        length = conn.headers.get("content-length", "")
+        if not length.isdigit():
+            return 0, "upload refused: no Content-Length"
+        size = int(length)
+        return size, await run_in_threadpool(self.budget.admit, size)
+
+    async def _login(self, conn: Any, scope: Any, receive: Any, send: Any) -> None:
+        """``?key=`` (checked already): set the cookie and send the browser to the same
+        URL without the key, so it stays out of history, bookmarks and Referer headers."""
+        from starlette.responses import RedirectResponse
+
+        query = urllib.parse.urlencode(
+            [(k, v) for k, v in conn.query_params.multi_items() if k != _KEY_PARAM]
+        )
+        path = scope.get("path", "/")
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            path = "/"  # never a redirect off this server ("//evil.example/")
+        target = path + (f"?{query}" if query else "")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            self.cookie, self.key, httponly=True, samesite="strict", path="/", secure=False
+        )
+        response.headers["Cache-Control"] = "no-store"
+        await response(scope, receive, self._with_headers(send))
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, code: int, text: str) -> None:
+        if scope["type"] == "websocket":
+            from starlette.websockets import WebSocketClose
+
+            await WebSocketClose(code=1008, reason=text)(scope, receive, send)
+            return
+        from starlette.responses import HTMLResponse, PlainTextResponse
+
+        accept = dict(scope.get("headers") or []).get(b"accept", b"")
+        response: Any
+        if code == 401 and b"text/html" in accept:
+            response = HTMLResponse(_NEEDS_KEY_HTML, status_code=401)
+        else:
+            response = PlainTextResponse(text, status_code=code)
+        await response(scope, receive, self._with_headers(send))
+
+    @staticmethod
+    def _with_headers(send: Any) -> Any:
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                names = {k.lower() for k, _ in headers}
+                for k, v in (
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                ):
+                    if k not in names:
+                        headers.append((k, v))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return wrapped
+
+
+def key_cookie(port: int) -> str:
+    """The cookie that holds the key (per port: cookies do not tell ports apart)."""
+    return f"launcher-key-{port}"
+
+
 def create_server_app(
     service: SearchService,
     blocks: gr.Blocks | None = None,
@@ -1023,41 +1452,37 @@ def create_server_app(
     host: str = DEFAULT_HOST,
     port: int = 0,
     instance: str = "",
+    key: str = "",
     upload_dir: Path | None = None,
     options: UIOptions | None = None,
+    tickets: Tickets | None = None,
 ) -> FastAPI:
-    """FastAPI app: ``/thumb``, ``/healthz``, the guards, and the page mounted at ``/``.
+    """FastAPI app: ``/thumb``, ``/healthz``, the guard, and the page mounted at ``/``.
 
-    Gradio's uploads go to ``upload_dir`` (a new private folder if None); its file routes
-    serve nothing else.
+    Every route but ``/healthz`` needs ``key`` (a new random one if empty). Gradio's
+    uploads go to ``upload_dir`` (a new private folder if None); its file routes serve
+    nothing else, and a file named in a request is accepted only from there.
     """
     gr = _gradio()
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
 
+    opts = options or UIOptions()
     folder = upload_dir or _new_run_dir()
-    loopback = is_loopback(host)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.middleware("http")
-    async def guard(request, call_next):
-        if loopback and not _host_ok(request.headers.get("host", "")):
-            return Response("forbidden host", status_code=403)  # DNS rebinding
-        if not _same_origin(request.headers):
-            return Response("cross-site request refused", status_code=403)  # CSRF
-        route = request.scope.get("path", "")
-        m = _FILE_ROUTE.match(route)
-        if m and not _inside(m.group(1), folder):
-            return Response("not found", status_code=404)
-        if _BLOCKED_ROUTE.match(route):
-            return Response("not found", status_code=404)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    budget = _UploadBudget(folder, opts.upload_request_bytes, opts.upload_total_bytes)
+    app.add_middleware(
+        _Guard,
+        key=key or secrets.token_urlsafe(32),
+        cookie=key_cookie(port),
+        host_ok=host_checker(host),
+        folder=folder,
+        budget=budget,
+        tickets=tickets if tickets is not None else Tickets(),
+    )
 
     @app.get("/thumb", response_model=None)
-    def thumb(path: str = "", size: int = THUMB_SIZE):
+    def thumb(path: str = "", size: int = THUMB_SIZE):  # a worker thread, not the event loop
         ok_path = servable_path(service, path)
         if ok_path is None:
             return Response("not found", status_code=404)
@@ -1075,8 +1500,14 @@ def create_server_app(
     def healthz():
         return JSONResponse({"app": "launcher", "instance": instance})
 
+    if tickets is not None:
+
+        @app.post(TICKET_ROUTE, response_model=None)
+        def ticket():  # for a second `launch`, which knows the key from ui.json
+            return JSONResponse({"ticket": tickets.mint()})
+
     with _gradio_temp(folder):  # the components and Gradio's app take their upload dir now
-        blocks = blocks if blocks is not None else build_app(service, options=options)
+        blocks = blocks if blocks is not None else build_app(service, options=opts, uploads=folder)
         gr.mount_gradio_app(
             app,
             blocks,
@@ -1092,9 +1523,12 @@ def create_server_app(
             pwa=False,
             mcp_server=False,
             enable_monitoring=False,
-            max_file_size="50mb",
+            max_file_size=opts.upload_request_bytes,
             **page_kwargs(),
         )
+    # Gradio checks that a file named in a request (FileData) is one of its uploads only
+    # once the app "has launched"; launch() sets that, mount_gradio_app() does not.
+    blocks.has_launched = True
     return app
 
 
@@ -1112,11 +1546,6 @@ def _same_origin(headers: Any) -> bool:
     return urllib.parse.urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
 
 
-def _host_ok(header: str) -> bool:
-    host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
-    return is_loopback(host.strip())
-
-
 # --------------------------------------------------------------------------- serving
 
 
@@ -1124,7 +1553,7 @@ def _host_ok(header: str) -> bool:
 class RunningUI:
     """A page being served in the background."""
 
-    url: str
+    url: str  # the page's address, without the key
     host: str
     port: int
     hotkey: HotkeyHandle | HotkeyUnavailable | None = None
@@ -1132,9 +1561,30 @@ class RunningUI:
     instance: str = ""
     upload_dir: Path | None = None  # this run's uploads, deleted by close()
     focuser: Focuser | None = None
+    key: str = ""  # this run's secret: every route but /healthz needs it
+    app: Any = None  # the ASGI app served (its routes, for tests and audits)
+    tickets: Tickets | None = None
     _server: Any = None
     _thread: threading.Thread | None = None
     _sock: socket.socket | None = None
+
+    @property
+    def key_url(self) -> str:
+        """``url`` with the key (what ``launch`` prints; it opens the page any number of
+        times): the page swaps it for a cookie at once."""
+        return with_key(self.url, self.key)
+
+    @property
+    def open_url(self) -> str:
+        """A new single-use link that opens the page in a browser (see ``Tickets``)."""
+        if self.tickets is None:
+            return self.key_url
+        return with_key(self.url, self.tickets.mint())
+
+    @property
+    def key_header(self) -> dict[str, str]:
+        """The header that lets a script (not a browser) call the server."""
+        return {KEY_HEADER: self.key}
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -1147,7 +1597,7 @@ class RunningUI:
     def focus(self) -> str:
         """Bring the page to the front (open it the first time)."""
         if self.focuser is None:
-            self.focuser = Focuser(self.url)
+            self.focuser = Focuser(lambda: self.open_url)
         return self.focuser()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -1178,10 +1628,16 @@ class RunningUI:
         self.close()
 
 
-def _bind(host: str, port: int | None) -> socket.socket:
+def with_key(url: str, key: str) -> str:
+    return url.split("?", 1)[0] + "?" + urllib.parse.urlencode({_KEY_PARAM: key})
+
+
+def bind(host: str, port: int | None, default: int = DEFAULT_PORT) -> socket.socket:
+    """A listening socket: on ``port``, or when None on ``default`` if free, else any
+    free port. Raises ``UIError`` (port taken, bad address)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     addr = host.strip("[]")
-    candidates = [port] if port is not None else [DEFAULT_PORT, 0]
+    candidates = [port] if port is not None else [default, 0]
     last: OSError | None = None
     for p in candidates:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -1253,13 +1709,17 @@ def serve(
     hotkey: str | None = DEFAULT_HOTKEY,
     options: UIOptions | None = None,
     start_timeout: float = 60.0,
+    sock: socket.socket | None = None,
 ) -> RunningUI:
-    """Serve the page in a background thread; returns once it answers."""
+    """Serve the page in a background thread; returns once it answers. ``sock``: an
+    already listening socket (from ``bind``) to serve on instead of ``port``."""
     import uvicorn
 
     opts = options or UIOptions()
     instance = secrets.token_hex(8)
-    sock = _bind(host, port)
+    key = secrets.token_urlsafe(32)
+    tickets = Tickets()
+    sock = sock if sock is not None else bind(host, port)
     # Importing gradio takes seconds: meanwhile a "starting" page answers on the socket
     # (reloading itself), so a browser opened by the hotkey never meets a refused port.
     starting = _StartingPage(sock)
@@ -1271,14 +1731,16 @@ def serve(
     warnings: list[str] = []
     if not is_loopback(host):
         warnings.append(
-            f"listening on {host}:{bound_port}: anyone who can reach this address can search "
-            "and open your files"
+            f"listening on {host}:{bound_port}: anyone who can reach this address and has "
+            "the link with its key can search and open your files; the key travels "
+            "unencrypted (plain HTTP)"
         )
     run_dir = _new_run_dir()
     try:
         app = create_server_app(
-            service, host=host, port=bound_port, instance=instance, upload_dir=run_dir, options=opts
-        )
+            service, host=host, port=bound_port, instance=instance, key=key, upload_dir=run_dir,
+            options=opts, tickets=tickets,
+        )  # fmt: skip
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
         )
@@ -1309,11 +1771,14 @@ def serve(
         warnings=warnings,
         instance=instance,
         upload_dir=run_dir,
+        key=key,
+        app=app,
+        tickets=tickets,
         _server=server,
         _thread=thread,
         _sock=sock,
     )
-    ui.focuser = Focuser(url)
+    ui.focuser = Focuser(lambda: ui.open_url)
     if hotkey:
         from .hotkey import start_hotkey
 
@@ -1327,18 +1792,25 @@ def serve(
 
 
 def instance_file() -> Path:
+    """Where ``launch`` records the running page (URL and key; readable by you only)."""
     return paths.data_dir() / "ui.json"
 
 
-def write_instance(ui: RunningUI) -> None:
-    path = paths.ensure(paths.data_dir()) / "ui.json"
+def write_instance(ui: RunningUI, path: Path | None = None) -> None:
+    path = path or instance_file()
+    paths.ensure(path.parent)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": ui.url, "instance": ui.instance, "pid": os.getpid()}))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fh.fileno(), 0o600)  # an older file of the same name kept its mode
+        info = {"url": ui.url, "instance": ui.instance, "pid": os.getpid(), "key": ui.key}
+        fh.write(json.dumps(info))
     os.replace(tmp, path)
 
 
-def clear_instance(ui: RunningUI) -> None:
-    path = instance_file()
+def clear_instance(ui: RunningUI, path: Path | None = None) -> None:
+    path = path or instance_file()
     try:
         if json.loads(path.read_text()).get("instance") == ui.instance:
             path.unlink()
@@ -1346,11 +1818,12 @@ def clear_instance(ui: RunningUI) -> None:
         pass
 
 
-def running_instance(timeout: float = 1.0) -> str | None:
-    """The URL of a UI already running for this user (it answers /healthz), else None."""
+def running_instance(timeout: float = 1.0, path: Path | None = None) -> str | None:
+    """A single-use link to the UI already running for this user, if it answers /healthz
+    with the instance recorded in ``path`` and gives a ticket for its key; else None."""
     try:
-        info = json.loads(instance_file().read_text())
-        url, token = str(info["url"]), str(info["instance"])
+        info = json.loads((path or instance_file()).read_text())
+        url, token, key = str(info["url"]), str(info["instance"]), str(info["key"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     parsed = urllib.parse.urlsplit(url)
@@ -1362,7 +1835,17 @@ def running_instance(timeout: float = 1.0) -> str | None:
             data = json.loads(resp.read(4096))
     except (OSError, ValueError):
         return None
-    return url if data.get("app") == "launcher" and data.get("instance") == token else None
+    if data.get("app") != "launcher" or data.get("instance") != token:
+        return None
+    try:
+        req = urllib.request.Request(
+            url.rstrip("/") + TICKET_ROUTE, data=b"", method="POST", headers={KEY_HEADER: key}
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            ticket = str(json.loads(resp.read(4096))["ticket"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return with_key(url, ticket)
 
 
 # --------------------------------------------------------------------------- command
@@ -1385,38 +1868,86 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (``kill``, logout, systemd) and SIGHUP (the terminal closed) end ``launch``
+    the way Ctrl+C does: through its cleanup (uploads deleted, ui.json removed)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or os.name == "nt":
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signals = [signal.SIGTERM, signal.SIGHUP]
+    before = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def run_launch(
     service_factory: Callable[[], SearchService],
     args: argparse.Namespace,
     *,
     echo: Callable[[str], None] | None = None,
+    instance_path: Path | None = None,
+    default_port: int = DEFAULT_PORT,
 ) -> int:
-    """``launch``: focus a running UI, or start one and serve until Ctrl+C."""
+    """``launch``: focus a running UI, or start one and serve until Ctrl+C or SIGTERM.
+
+    ``instance_path`` and ``default_port`` keep another front end (the demo) apart from
+    the user's own ``launch``.
+    """
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    existing = running_instance()
+    record = instance_path or instance_file()
+    existing = running_instance(path=record)
     if existing and args.port is None:
         how = Focuser(existing, opened=True)() if not args.no_browser else "found"
-        say(f"launcher: already running at {existing} ({how})")
+        say(f"launcher: already running at {existing.split('?', 1)[0]} ({how})")
         return 0
     host = args.host or DEFAULT_HOST
     combo = None if str(args.hotkey).lower() in ("off", "none", "") else args.hotkey
-    service = service_factory()
-    ui = serve(service, host=host, port=args.port, open_browser=not args.no_browser, hotkey=combo)
-    for warning in ui.warnings:
-        say(f"launcher: WARNING: {warning}")
-    say(f"launcher: search at {ui.url}  (Ctrl+C to stop)")
-    if ui.hotkey is not None:
-        say(f"launcher: {ui.hotkey}")
-    write_instance(ui)
-    try:
-        ui.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C: still clean up
-            ui.close()
-        clear_instance(ui)
-        close = getattr(service, "close", None)
-        if callable(close):
-            close()
+    sock = bind(host, args.port, default_port)  # before the model loads: a taken port fails fast
+    if args.port is None and sock.getsockname()[1] != default_port:
+        say(f"launcher: port {default_port} is in use; using port {sock.getsockname()[1]}")
+    with _sigterm_stops():
+        try:
+            service = service_factory()
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            ui = serve(
+                service, host=host, sock=sock, open_browser=not args.no_browser, hotkey=combo
+            )
+        except BaseException:
+            _close_service(service)
+            raise
+        try:
+            for warning in ui.warnings:
+                say(f"launcher: WARNING: {warning}")
+            say(f"launcher: search at {ui.key_url}  (Ctrl+C to stop)")
+            if ui.hotkey is not None:
+                say(f"launcher: {ui.hotkey}")
+            write_instance(ui, record)
+            ui.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl+C: still clean up
+                ui.close()
+            clear_instance(ui, record)
+            _close_service(service)
     return 0
+
+
+def _close_service(service: SearchService) -> None:
+    close = getattr(service, "close", None)
+    if callable(close):
+        with contextlib.suppress(KeyboardInterrupt):
+            close()

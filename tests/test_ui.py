@@ -31,6 +31,7 @@ from ui_fake import FakeService
 from launcher import opener, ui
 from launcher.hotkey import DEFAULT_HOTKEY, HotkeyUnavailable
 from launcher.query import Hit, IndexStatus
+from launcher.ui import bind as ui_bind
 
 HAVE_GRADIO = importlib.util.find_spec("gradio") is not None
 HAVE_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
@@ -351,6 +352,10 @@ class Served:
     def base(self) -> str:
         return self.ui.url.rstrip("/")
 
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET ``path`` as the page's own client would (with the run's key)."""
+        return _get(self.base + path, {**self.ui.key_header, **(headers or {})})
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
@@ -411,9 +416,9 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 def test_served_without_hotkey_when_no_display(served: Served) -> None:
     assert isinstance(served.ui.hotkey, HotkeyUnavailable)
     assert "display" in served.ui.hotkey.reason
-    status, body = _get(served.base + "/")
+    status, body = served.get("/")
     assert status == 200 and b"<html" in body.lower()
-    config = json.loads(_get(served.base + "/config")[1])
+    config = json.loads(served.get("/config")[1])
     assert config["analytics_enabled"] is False
     assert "fonts.googleapis" not in json.dumps(config)
 
@@ -480,10 +485,10 @@ def test_listens_on_loopback_only(served: Served) -> None:
 
 def test_thumbnail_only_for_indexed_files(served: Served) -> None:
     image = next(p for p in served.indexed if p.endswith(".png"))
-    status, body = _get(served.base + ui.thumb_url(image))
+    status, body = served.get(ui.thumb_url(image))
     assert status == 200 and body.startswith(b"\x89PNG")
     text = next(p for p in served.indexed if p.endswith(".txt"))
-    assert _get(served.base + ui.thumb_url(text))[0] == 404  # indexed, but no thumbnail
+    assert served.get(ui.thumb_url(text))[0] == 404  # indexed, but no thumbnail
 
 
 def _trick_urls(s: Served) -> list[str]:
@@ -534,7 +539,7 @@ def _trick_urls(s: Served) -> list[str]:
 def test_path_tricks_never_read_outside_the_index(served: Served) -> None:
     leaked = []
     for path in _trick_urls(served):
-        status, body = _get(served.base + path)
+        status, body = served.get(path)
         if served.secret_text.encode() in body:
             leaked.append((path, status))
         assert status >= 400 or served.secret_text.encode() not in body
@@ -548,17 +553,17 @@ def test_gradio_uploads_still_served(served: Served) -> None:
     own = served.upload_dir / "own" / "query.txt"
     own.parent.mkdir(exist_ok=True)
     own.write_text("mine")
-    status, body = _get(served.base + "/gradio_api/file=" + str(own))
+    status, body = served.get("/gradio_api/file=" + str(own))
     assert status == 200 and body == b"mine"
 
 
 def test_foreign_host_and_cross_site_requests_refused(served: Served) -> None:
     image = next(p for p in served.indexed if p.endswith(".png"))
-    url = served.base + ui.thumb_url(image)
-    assert _get(url, {"Host": "evil.example"})[0] == 403  # DNS rebinding
-    assert _get(url, {"Sec-Fetch-Site": "cross-site"})[0] == 403
-    assert _get(url, {"Origin": "http://evil.example"})[0] == 403
-    assert _get(url, {"Sec-Fetch-Site": "same-origin"})[0] == 200
+    url = ui.thumb_url(image)
+    assert served.get(url, {"Host": "evil.example"})[0] == 403  # DNS rebinding
+    assert served.get(url, {"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert served.get(url, {"Origin": "http://evil.example"})[0] == 403
+    assert served.get(url, {"Sec-Fetch-Site": "same-origin"})[0] == 200
     # a cross-site form post to the server-function route must not open anything
     parts = urllib.parse.urlsplit(served.base)
     conn = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=10)
@@ -569,7 +574,11 @@ def test_foreign_host_and_cross_site_requests_refused(served: Served) -> None:
         "POST",
         "/gradio_api/component_server",
         body=body,
-        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+        headers={
+            "Content-Type": "text/plain",
+            "Origin": "http://evil.example",
+            **served.ui.key_header,
+        },
     )
     assert conn.getresponse().status == 403
     conn.close()
@@ -578,7 +587,7 @@ def test_foreign_host_and_cross_site_requests_refused(served: Served) -> None:
 def test_component_server_refuses_unindexed_paths(
     served: Served, os_calls: list[tuple[str, ...]]
 ) -> None:
-    _, cfg = _get(served.base + "/config")
+    _, cfg = served.get("/config")
     comp = next(
         c for c in json.loads(cfg)["components"] if c.get("props", {}).get("elem_id") == "lresults"
     )
@@ -597,7 +606,7 @@ def test_component_server_refuses_unindexed_paths(
             "POST",
             "/gradio_api/component_server",
             body=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **served.ui.key_header},
         )
         resp = conn.getresponse()
         results.append((resp.status, resp.read()))
@@ -608,7 +617,12 @@ def test_component_server_refuses_unindexed_paths(
 
 def test_running_instance_roundtrip(served: Served) -> None:
     ui.write_instance(served.ui)
-    assert ui.running_instance() == served.ui.url
+    link = ui.running_instance()
+    assert link is not None and link.startswith(served.ui.url + "?key=")
+    assert link != ui.running_instance()  # a new single-use link each time
+    path = link[len(served.base) :]
+    assert _get(served.base + path)[0] == 303  # opens the page once
+    assert _get(served.base + path)[0] == 401  # and only once
     ui.clear_instance(served.ui)
     assert ui.running_instance() is None
 
@@ -648,7 +662,7 @@ def page(browser: Any, served: Served, os_calls: list[tuple[str, ...]]) -> Itera
     )
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(served.ui.url)
+    pg.goto(served.ui.open_url)
     pg.wait_for_selector("#lq input, #lq textarea")
     pg.wait_for_function("window.__launcher && window.__launcher.installed")
     pg.foreign_requests = foreign  # type: ignore[attr-defined]
@@ -712,7 +726,7 @@ def test_typing_right_after_load_still_searches(browser: Any, served: Served) ->
     ctx = browser.new_context()
     try:
         pg = ctx.new_page()
-        pg.goto(served.ui.url)
+        pg.goto(served.ui.open_url)
         box = pg.wait_for_selector("#lq input, #lq textarea")
         box.type("groceries")  # maybe before the page's script is in place
         _wait_rows(pg, _expected(served.svc, "groceries"))
@@ -813,7 +827,11 @@ def test_image_upload_runs_an_image_query(page: Any, served: Served, tmp_path: P
         " document.querySelector('#lresults .lrow').dataset.path.endsWith('beach sunset.png')"
     )
     image_queries = [q for q in served.svc.queries[before:] if q.image is not None]
-    assert image_queries and image_queries[-1].image.size == (40, 30)
+    assert image_queries, "no image query"
+    sent = image_queries[-1].image  # the upload's path, checked, in this run's folder
+    assert Path(sent).is_relative_to(served.upload_dir)
+    with Image.open(sent) as got:
+        assert got.size == (40, 30)
     # the thumbnail of the image hit loads through /thumb
     page.wait_for_function(
         "Array.from(document.querySelectorAll('#lresults img.lthumb'))"
@@ -846,7 +864,11 @@ def test_image_paste_and_drop_anywhere(page: Any, served: Served, how: str) -> N
         " document.querySelector('#lresults .lrow').dataset.path.endsWith('beach sunset.png')"
     )
     image_queries = [q for q in served.svc.queries[before:] if q.image is not None]
-    assert image_queries and image_queries[-1].image.size == (20, 10)
+    assert image_queries, "no image query"
+    from PIL import Image
+
+    with Image.open(image_queries[-1].image) as got:
+        assert got.size == (20, 10)
 
 
 def test_rerank_toggle_reorders(page: Any, served: Served) -> None:
@@ -910,7 +932,7 @@ def test_no_reranker_is_explained(browser: Any, tmp_path: Path) -> None:
     with ui.serve(svc, port=0, open_browser=False, hotkey=None) as running:
         ctx = browser.new_context()
         pg = ctx.new_page()
-        pg.goto(running.url)
+        pg.goto(running.open_url)
         pg.wait_for_selector("#lq input, #lq textarea")
         assert pg.locator("#lrerank input[type=checkbox]").is_disabled()
         assert "no reranker" in pg.inner_text("#lrerank")
@@ -958,7 +980,7 @@ def test_launch_focuses_a_running_ui(served: Served, monkeypatch: pytest.MonkeyP
         assert ui.run_launch(factory, _launch_args(), echo=lines.append) == 0
     finally:
         ui.clear_instance(served.ui)
-    assert opened == [served.ui.url]
+    assert len(opened) == 1 and opened[0].startswith(served.ui.url + "?key=")
     assert "already running" in lines[0]
 
 
@@ -994,11 +1016,17 @@ def test_launch_serves_until_interrupted(monkeypatch: pytest.MonkeyPatch) -> Non
             Svc.closed = True
 
     monkeypatch.setattr(ui, "serve", fake_serve)
+    bound: list[socket.socket] = []
+    monkeypatch.setattr(
+        ui, "bind", lambda host, port, default: bound.append(ui_bind("127.0.0.1", 0)) or bound[-1]
+    )
     lines: list[str] = []
     args = _launch_args(no_browser=True, hotkey="off", host="0.0.0.0")
     rc = ui.run_launch(Svc, args, echo=lines.append)
     assert rc == 0 and seen["written"] and seen["closed"] and Svc.closed
     assert seen["serve"]["hotkey"] is None and seen["serve"]["open_browser"] is False
     assert not ui.instance_file().exists()
+    assert seen["serve"]["sock"] is bound[0]
+    bound[0].close()
     text = "\n".join(lines)
     assert "WARNING" in text and "http://127.0.0.1:9/" in text and "no display" in text

@@ -46,7 +46,7 @@ def live(tmp_path, tiny_models, monkeypatch):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1000, "height": 760})
         page.set_default_timeout(15_000)
-        page.goto(running.url)
+        page.goto(running.open_url)
         page.wait_for_selector("#lq input, #lq textarea")
         try:
             yield page, root, calls, svc
