@@ -16,6 +16,9 @@ and finishes in under 10 minutes on 2 cores.
 (f) reranking latency for the top 10
 (g) peak RSS of `index` and of `launch` (serving text; with the mmproj loaded)
 (h) cold start: `launch` until the page answers, and until the first query's results show
+(w) full text: time until every file of a tree is findable by the words of its body (no
+    model work), words-tier throughput on a 10k plain-text tree, full-text query latency
+    at 10k and 100k chunks, and the database's size against the text it holds
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ TARGETS = {
     "first_query": "<= 10 s",
     "rss_text": "<= 2.0 GB",
     "rss_mmproj": "<= 3.0 GB",
+    "words_1k": "<= 60 s",
+    "words_10k": "<= 10 min",
+    "words_rate": ">= 1,000 files/s",
+    "fts_100k": "<= 50 ms p50",
 }
 
 
@@ -450,6 +457,126 @@ def bench_names(env, work: Path, files: int, res: Results) -> None:  # type: ign
     named = f"{t:.2f} s" if t >= 1 else f"{t * 1000:.0f} ms"
     res.add("c", f"{files}-file mixed tree: every file findable by name", named,
             note="walked and committed before any model work")  # fmt: skip
+
+
+def words_run(env, home: Path, tree: Path):  # type: ignore[no-untyped-def]
+    """Index ``tree`` until its words are in (names, then words; stopped before any model
+    work): seconds from the run's start, the words tier's own seconds, and the report."""
+    import threading
+
+    clock = Clock()
+    cancel = threading.Event()
+
+    def progress(p) -> None:  # type: ignore[no-untyped-def]
+        if p.phase == "words":
+            clock.mark("words start")
+            if p.done == p.total:
+                clock.mark("words")
+                cancel.set()
+
+    report = index_tree(env, home, tree, clock, progress, cancel)
+    total = clock.marks["words"]
+    return total, total - clock.marks["words start"], report
+
+
+def text_tree(folder: Path, files: int, rng: random.Random) -> Path:
+    """Plain-text notes of about 2 KB, each with one word no other file has."""
+    vocab = [f"{rng.choice('bcdfglmnprstv')}{rng.choice('aeiou')}{i:x}" for i in range(5000)]
+    for i in range(files):
+        sub = folder / f"d{i % 50:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        words = [rng.choice(vocab) for _ in range(300)]
+        words.insert(rng.randrange(300), f"uniq{i}q")
+        (sub / f"note{i:05d}.txt").write_text(" ".join(words) + "\n")
+    return folder
+
+
+def bench_words(env, work: Path, files: int, quick: bool, res: Results) -> None:  # type: ignore[no-untyped-def]
+    """(w) the full-text index: findable by words, throughput, query latency, size."""
+    from launcher.fulltext import FullText
+
+    rng = random.Random(5)
+    # 1. the (c) mixed tree: every file findable by a word of its body, checked
+    tree = mixed_tree(work / "tree-w", files)
+    home = work / "home-w"
+    total, _, report = words_run(env, home, tree)
+    missing = 0
+    with FullText.open(home / "index", writable=False) as ft:
+        for path in sorted(tree.rglob("*")):
+            if path.suffix not in (".txt", ".md", ".py", ".html") or not path.is_file():
+                continue
+            body = [w for w in path.read_text().split() if w.isalpha() and len(w) > 3]
+            word = rng.choice(body) if body else path.stem
+            hits = {h.path for h in ft.search(word, limit=100_000)}
+            missing += str(path) not in hits
+    res.add("w", f"{files}-file mixed tree: every file findable by a word of its body",
+            f"{total:.1f} s", TARGETS["words_1k"], total <= 60 and missing == 0,
+            note=f"from the run's start, no model loaded; {missing} text files not found "
+                 "by a random word of their body")  # fmt: skip
+    # 2. a plain-text tree: the words tier's own throughput
+    n = 2000 if quick else 10_000
+    total, own, _ = words_run(env, work / "home-w10", text_tree(work / "tree-w10", n, rng))
+    rate = n / own
+    res.add("w", f"{n:,}-file plain-text tree: every file findable by its words",
+            f"{total:.1f} s", TARGETS["words_10k"], total <= 600)  # fmt: skip
+    res.add("w", "  words tier: text extraction + insertion", f"{rate:,.0f} files/s",
+            TARGETS["words_rate"], rate >= 1000, note=f"{own:.1f} s for {n:,} files")  # fmt: skip
+    # 3. query latency and size on synthetic chunks
+    bench_fulltext_queries(work, quick, res)
+
+
+def bench_fulltext_queries(work: Path, quick: bool, res: Results) -> None:
+    """Full-text latency at 10k and 100k chunks of ~300 words (Zipf-distributed words over
+    a 50k vocabulary, like prose): the search the page runs (1,000 candidates ranked by
+    BM25) plus the snippets of the top 20, p50/p95 over one-, two- and three-word queries."""
+    from launcher.extract import Locator
+    from launcher.fulltext import FullText, TextDoc
+    from launcher.walk import human_size
+
+    rng = np.random.default_rng(9)
+    vocab = np.array([f"w{i:x}{'aeiou'[i % 5]}" for i in range(50_000)])
+    weights = 1.0 / np.arange(1, len(vocab) + 1) ** 1.1
+    weights /= weights.sum()
+    sizes = (10_000,) if quick else (10_000, 100_000)
+    for chunks in sizes:
+        folder = work / f"fts-{chunks}"
+        ft = FullText.open(folder)
+        per_file = 4  # chunks per file: one document per file, a span per chunk
+        held = 0
+        t = time.perf_counter()
+        for start in range(0, chunks // per_file, 500):
+            with ft.batch():
+                for f in range(start, min(chunks // per_file, start + 500)):
+                    parts = [" ".join(rng.choice(vocab, 300, p=weights)) for _ in range(per_file)]
+                    body = "\n".join(parts)
+                    offsets, at = [], 0
+                    for k, part in enumerate(parts):
+                        offsets.append((at, Locator(line_start=k * 10 + 1, line_end=k * 10 + 10)))
+                        at += len(part) + 1
+                    held += len(body)
+                    ft.put(TextDoc(f"/bench/{f // 1000}/file{f}.txt", len(body), f, "text", body,
+                                   tuple(offsets)))  # fmt: skip
+        build = time.perf_counter() - t
+        times = []
+        for i in range(60):
+            n_words = 1 + i % 3
+            ranks = rng.integers(100, 5000, n_words)  # words that are neither rare nor "the"
+            query = " ".join(vocab[ranks])
+            t = time.perf_counter()
+            hits = ft.search(query, limit=1000)
+            for h in hits[:20]:
+                ft.piece(h.path, query)
+            times.append(time.perf_counter() - t)
+        ft.close()
+        p50, p95 = median(times) * 1000, pct(times, 95) * 1000
+        label = f"{chunks // 1000}k"
+        res.add("w", f"full-text query, {label} chunks (p50 / p95)", f"{p50:.1f} / {p95:.1f} ms",
+                TARGETS["fts_100k"] if label == "100k" else "",
+                p50 <= 50 if label == "100k" else None,
+                note=f"1,000 candidates + 20 snippets; built in {build:.0f} s")  # fmt: skip
+        db = sum(p.stat().st_size for p in folder.iterdir())
+        res.add("w", f"  database size at {label} chunks", human_size(db),
+                note=f"{db / held:.2f} x the {human_size(held)} of text it holds")  # fmt: skip
 
 
 RELEASE_CHILD = """
@@ -856,7 +983,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="comma-separated sections: a,b,c,d,e,f,g,h,names,release")  # fmt: skip
+                        help="sections: a,b,c,d,e,f,g,h,names,release,w")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -900,6 +1027,8 @@ def main() -> int:
     files = args.tree_files or (24 if args.quick else 1000)
     if want("c") or want("names"):
         sections.append(("names", lambda: bench_names(env, work, files, res)))
+    if want("w"):
+        sections.append(("w", lambda: bench_words(env, work, files, args.quick, res)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None

@@ -5,17 +5,21 @@ Commands (CLI, UI, demo) get everything from an ``App``; nothing else wires modu
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .embedder import Embedder, ModelIdentity, model_identity
+from .fulltext import FullText, FullTextUnavailable
 from .indexer import Indexer, Progress
 from .models import ResolvedModels, resolve
 from .reranker import Reranker
 from .store import Store
 from .walk import IndexSettings, load_settings
+
+log = logging.getLogger("launcher")
 
 
 @dataclass
@@ -31,6 +35,7 @@ class App:
     _reranker: Reranker | None = field(default=None, repr=False)
     reranker_path: str | None = None  # --reranker as given
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _told_no_fts: bool = field(default=False, repr=False)
 
     @classmethod
     def create(
@@ -72,6 +77,18 @@ class App:
             commit_every_seconds=self.settings.commit_every_seconds,
         )
 
+    def open_text(self, store: Store, *, writable: bool | None = None) -> FullText | None:
+        """The full-text index beside ``store`` (a writer only if the store is one); None
+        (said once) when this Python's sqlite3 has no FTS5: search by meaning and by name
+        still works."""
+        try:
+            return FullText.open(store.directory, writable=store.writable and writable is not False)
+        except FullTextUnavailable as err:
+            if not self._told_no_fts:
+                log.warning("%s", err)
+                self._told_no_fts = True
+            return None
+
     def embedder(self) -> Embedder:
         """The embedding engine, loaded on first use and kept (warm) until ``close``."""
         with self._lock:
@@ -109,7 +126,10 @@ class App:
         on_progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Indexer:
-        return Indexer(store, self.embedder, self.settings, on_progress=on_progress, cancel=cancel)
+        return Indexer(
+            store, self.embedder, self.settings, on_progress=on_progress, cancel=cancel,
+            text=self.open_text(store),
+        )  # fmt: skip
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
+from .fulltext import FullText, FullTextUnavailable
 from .walk import human_size, plural
 
 
@@ -122,7 +124,13 @@ def progress_line(p: Any, elapsed: float, width: int) -> str:
     if p.phase == "scan":
         head = f"scanning… {plural(p.found, 'file')} found, {p.done:,} to index"
     elif p.phase == "queued":
-        return f"{plural(p.done, 'new file')} findable by name; embedding…"[:width]
+        return f"{plural(p.done, 'new file')} findable by name; reading their words…"[:width]
+    elif p.phase == "words":  # no model yet: files, not tokens
+        eta = _duration(p.eta_s) if p.eta_s is not None else "–"
+        head = (
+            f"words  {_bar(p.done, p.total, 20)} {p.done:,}/{plural(p.total, 'file')}  "
+            f"{p.files_per_s:.0f} files/s  ETA {eta}"
+        )
     else:
         eta = _duration(p.eta_s) if p.eta_s is not None else "–"
         head = (
@@ -358,15 +366,17 @@ def cmd_remove(args: argparse.Namespace) -> int:
         store.set_roots([r for r in store.roots if r != target])
         prefix = target.rstrip(os.sep) + os.sep
         others = tuple(r.rstrip(os.sep) + os.sep for r in store.roots)
-        gone = 0
+        gone = []
         for rec in list(store.files()):
             inside = rec.path == target or rec.path.startswith(prefix)
             kept = any(rec.path.startswith(o) or rec.path == o[:-1] for o in others)
             if inside and not kept:
                 store.remove(rec.path)
-                gone += 1
+                gone.append(rec.path)
+        with contextlib.suppress(FullTextUnavailable), FullText.open(store.directory) as text:
+            text.remove(gone)  # before the store forgets them (see Indexer._drop_words)
         store.commit()
-    print(f"removed {target} and {plural(gone, 'file')} from the index", file=sys.stderr)
+    print(f"removed {target} and {plural(len(gone), 'file')} from the index", file=sys.stderr)
     return 0
 
 

@@ -88,10 +88,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     ) as app:  # fmt: skip
         store = app.open_store(writable=False)
+        text = app.open_text(store)
         try:
             searcher = Searcher(
-                store.snapshot, app.embedder, reranker=app.reranker, settings=app.settings
-            )
+                store.snapshot, app.embedder, reranker=app.reranker, settings=app.settings,
+                text=lambda: text,
+            )  # fmt: skip
             started = time.monotonic()
             hits = searcher.search(query)
             method = None
@@ -104,6 +106,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                           file=sys.stderr)  # fmt: skip
             elapsed = time.monotonic() - started
         finally:
+            if text is not None:
+                text.close()
             store.close()
     if args.json:
         results = [_hit_json(h) for h in hits]
@@ -153,4 +157,9 @@ def _hit_json(h: Any) -> dict[str, Any]:
         out["rerank_error"] = h.rerank_error  # the reranker failed on it: left unscored
     if h.queued:
         out["queued"] = True  # found by name; content not indexed yet
+    if h.matched:  # the fused ranking (LAUNCHER_README, "How results are ranked")
+        out["relevance"] = round(float(h.relevance), 6)
+        out["matched"] = h.matched
+    if h.marks:
+        out["marks"] = [list(m) for m in h.marks]  # spans of "snippet" matching the words
     return out

@@ -114,6 +114,15 @@ class Piece:
         return EmbedInput(text=self.text, images=images, instruction=instruction)
 
 
+@dataclass(frozen=True)
+class TextLayer:
+    """A file's whole extracted text and where its parts start (offset -> locator), for the
+    full-text index: the same units the chunks are cut from, with no model involved."""
+
+    body: str
+    spans: tuple[tuple[int, Locator], ...] = ()
+
+
 @dataclass(frozen=True, eq=False)
 class Extracted:
     """A file's card, its chunks (empty when the card holds everything) and what was found."""
@@ -124,6 +133,7 @@ class Extracted:
     title: str | None = None
     pages: int | None = None
     truncated: bool = False  # content past the limits was left out
+    text: TextLayer | None = None  # only from ``extract(..., text_only=True)``
 
     @property
     def pieces(self) -> list[Piece]:
@@ -314,24 +324,35 @@ def decode_text(data: bytes, *, truncated: bool = False, declared: str | None = 
 # --- extraction ---------------------------------------------------------------------------
 
 
+TEXT_BEARING: frozenset[Kind] = frozenset({"text", "code", "markdown", "html", "pdf", "office"})
+
+
 def extract(
     path: str | os.PathLike[str],
     kind: Kind | None,
     settings: IndexSettings | None = None,
     count_tokens: TokenCounter = estimate_tokens,
+    *,
+    text_only: bool = False,
 ) -> Extracted:
-    """Read one file into a card and chunks; raises ``ExtractError`` with a short reason."""
+    """Read one file into a card and chunks; raises ``ExtractError`` with a short reason.
+
+    ``text_only``: just the words (``Extracted.text``), for the full-text index: no token
+    counting, no card or chunks, no picture decoded or page rendered.
+    """
     path = os.fspath(path)
     settings = settings or IndexSettings()
     if kind is None:
         raise ExtractError("binary file (unknown format)")
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
-    doc = _Doc(path, kind, settings, count_tokens)
+    doc = _Doc(path, kind, settings, count_tokens, text_only=text_only)
     try:
         size = os.stat(path).st_size
         if size == 0:
             return name_card(path, kind, settings, label="empty file")
+        if text_only and kind not in TEXT_BEARING:
+            return name_card(path, kind, settings)
         if kind == "audio" or (kind == "video" and (settings.video_frames == 0 or not _av())):
             return name_card(path, kind, settings)
         if size > settings.max_file_bytes and kind != "video":  # a video: a few frames read
@@ -414,8 +435,17 @@ class _Unit:
 class _Doc:
     """One extraction: the file's naming facts and the card and chunk builders."""
 
-    def __init__(self, path: str, kind: Kind, settings: IndexSettings, count: TokenCounter):
+    def __init__(
+        self,
+        path: str,
+        kind: Kind,
+        settings: IndexSettings,
+        count: TokenCounter,
+        *,
+        text_only: bool = False,
+    ):
         self.path, self.kind, self.s, self.count = path, kind, settings, count
+        self.text_only = text_only
         self.name = _clean(os.path.basename(path))
         folder = os.path.dirname(path)
         home = os.path.expanduser("~")
@@ -489,6 +519,10 @@ class _Doc:
     ) -> Extracted:
         """Card (header + first tokens) and, when the text goes on, overlapping chunks."""
         units = _tidy(units)
+        if self.text_only:
+            card = Piece("card", self.card_header(label, title), preview=label)
+            return Extracted(self.kind, card, [], title=title, pages=pages, truncated=truncated,
+                             text=_text_layer(units))  # fmt: skip
         header = self.card_header(label, title)
         budget = self.s.card_tokens
         chunk_budget = max(8, self.s.chunk_tokens - self.count(self.name) - 8)
@@ -583,6 +617,43 @@ def _tidy(units: list[_Unit]) -> list[_Unit]:
     while out and not out[-1].text.strip():
         out.pop()
     return out
+
+
+SPAN_LINES = 20  # lines of a text file one full-text locator covers
+
+
+def _text_layer(units: list[_Unit]) -> TextLayer:
+    """The units' text as one body, with a span at every page or section change and every
+    SPAN_LINES lines: what a full-text hit's locator points at."""
+    parts: list[str] = []
+    spans: list[tuple[int, Locator]] = []
+    offset = 0
+    group: list[_Unit] = []
+
+    def close_group() -> None:
+        lines = [u.line for u in group if u.line is not None]
+        first = group[0]
+        spans.append((start, Locator(
+            page=first.page, section=first.section,
+            line_start=min(lines) if lines else None, line_end=max(lines) if lines else None,
+        )))  # fmt: skip
+
+    start = 0
+    for unit in units:
+        if group and (
+            unit.page != group[0].page
+            or unit.section != group[0].section
+            or len(group) >= SPAN_LINES
+        ):
+            close_group()
+            group = []
+            start = offset
+        group.append(unit)
+        parts.append(unit.text)
+        offset += len(unit.text) + 1
+    if group:
+        close_group()
+    return TextLayer("\n".join(parts), tuple(spans))
 
 
 def _lines(text: str, **where) -> list[_Unit]:
@@ -878,7 +949,7 @@ def _pdf(doc: _Doc) -> Extracted:
                 textpage = page.get_textpage()
                 text = textpage.get_text_bounded()
                 textpage.close()
-                if len(text.strip()) < s.pdf_render_min_chars:
+                if len(text.strip()) < s.pdf_render_min_chars and not doc.text_only:
                     if len(images) < min(s.max_rendered_pages, s.max_chunks):
                         width, height = page.get_size()
                         scale = s.pdf_render_px / max(width, height, 1)

@@ -1,7 +1,10 @@
 """Indexing runs: walk the roots, extract, embed in tiers, keep the store current.
 
-Tier 1 embeds one *card* per new or changed file across the whole tree, so every file is
-findable early; tier 2 then embeds the chunks of long files. Files whose chunks are still
+Tier 0 commits every new file by name; the words tier then puts every word of every new or
+changed file in the full-text index (no model: extraction is fast, embedding is not); tier
+1 embeds one *card* per new or changed file across the whole tree, most recently modified
+first, so every file is findable by meaning early; tier 2 then embeds the chunks of long
+files. Files whose chunks are still
 missing carry the status ``pending_chunks``, so an interrupted run resumes where it
 stopped. Extraction runs in a thread beside the model so the CPU does not wait on disk.
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from .errors import InputError
 from .extract import Extracted, ExtractError, Kind, Piece, extract, name_card, sniff
+from .fulltext import FullText, TextDoc
 from .inputs import Embedder, EmbedInput
 from .store import FileRecord, RunStats, Status, Store, content_hash
 from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
@@ -29,6 +33,8 @@ from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
 CARD_BATCH = 8  # cards embedded per engine call (text cards share a decode)
 PREFETCH = 4  # files extracted ahead of the model
 CHUNK_SLICE = 4  # a long file's chunks per engine call (one packed decode), then progress
+WORDS_COMMIT_FILES = 500  # full-text writes grouped per transaction: files...
+WORDS_COMMIT_SECONDS = 2.0  # ...or seconds, whichever comes first
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Progress:
     finished (scan: files to index so far), ``path`` is the file being worked on, and
     ``part``/``parts`` how far into it (chunks or pages embedded) when it has several."""
 
-    phase: str  # "scan" | "queued" | "cards" | "chunks" | "done"
+    phase: str  # "scan" | "queued" | "words" | "cards" | "chunks" | "done"
     done: int
     total: int
     path: str = ""
@@ -104,8 +110,10 @@ class Indexer:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
+        text: FullText | None = None,
     ) -> None:
         self.store = store
+        self.text = text  # the full-text index (None: sqlite3 without FTS5)
         self._make_embedder = embedder
         self._embedder: Embedder | None = None
         self.settings = settings
@@ -117,6 +125,8 @@ class Indexer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.text is not None:
+            self.text.close()
 
     @property
     def embedder(self) -> Embedder:
@@ -141,6 +151,9 @@ class Indexer:
         self.store.begin_sweep()
         jobs: list[_Job] = []
         pending_chunks: list[str] = []
+        words: list[FileEntry] = []
+        self._forget_words()
+        text_sigs = self.text.signatures() if self.text is not None else {}
         self.on_progress(Progress("scan", 0, 0))
         for item in walk(roots, self.settings):
             if self.cancel.is_set():
@@ -153,6 +166,8 @@ class Indexer:
             report.files += 1
             self.on_progress(Progress("scan", len(jobs), 0, item.path, found=report.files))
             self.store.seen(item.path)
+            if self.text is not None and text_sigs.get(item.path) != (item.size, item.mtime_ns):
+                words.append(item)
             known = self.store.unchanged(item.path, item.size, item.mtime_ns)
             if known is not None and not (retry_failed and known.status == "failed"):
                 report.unchanged += 1
@@ -161,12 +176,17 @@ class Indexer:
                 continue
             jobs.append(_Job(item, is_new=self._is_new(item.path)))
         self._queue(jobs)
+        self._words(words)
+        # What a person worked on last is searchable by meaning first.
+        jobs.sort(key=lambda j: -j.entry.mtime_ns)
         self._cards(jobs, report, pending_chunks)
-        self._chunks(pending_chunks, report)
+        self._chunks(self._recent_first(pending_chunks), report)
         if self.cancel.is_set():
             report.interrupted = True
         else:
-            report.removed = len(self.store.sweep())
+            removed = self.store.sweep()
+            self._drop_words(removed)  # before the commit that drops them from the store
+            report.removed = len(removed)
         report.seconds = time.monotonic() - started
         self.store.stats = RunStats(
             started_ns=started_ns,
@@ -197,6 +217,7 @@ class Indexer:
             entry = admit(path, roots, self.settings)
             if entry is None:
                 # gone, or no longer a file to index (now ignored, too large...)
+                self._drop_words([path])
                 if self.store.get(path) is not None:
                     self.store.remove(path)
                     report.removed += 1
@@ -205,6 +226,7 @@ class Indexer:
                     prefix = path.rstrip(os.sep) + os.sep
                     for rec in list(self.store.files()):
                         if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
+                            self._drop_words([rec.path])
                             self.store.remove(rec.path)
                             report.removed += 1
                 continue
@@ -213,6 +235,8 @@ class Indexer:
                 report.unchanged += 1
                 continue
             jobs.append(_Job(entry, is_new=self._is_new(entry.path)))
+        self._queue(jobs)
+        self._words([job.entry for job in jobs])
         self._cards(jobs, report, pending)
         self._chunks(pending, report)
         report.seconds = time.monotonic() - started
@@ -237,6 +261,72 @@ class Indexer:
         if queued:
             self.store.commit()
             self.on_progress(Progress("queued", queued, queued))
+
+    # -- the words tier: full text -----------------------------------------------------
+
+    def _words(self, entries: Sequence[FileEntry]) -> None:
+        """Every word of these files into the full-text index, before any model work:
+        a word a person remembers finds its file minutes after ``index`` starts, not when
+        the model reaches it. Pictures and media go in by name (their kind says so)."""
+        if self.text is None or not entries:
+            return
+        timer = _Rate(len(entries))
+        docs: list[TextDoc] = []
+        flushed = time.monotonic()
+        for entry in entries:
+            if self.cancel.is_set():
+                break
+            if timer.done % 50 == 0:
+                self.on_progress(timer.progress("words", entry.path))
+            docs.append(self._text_doc(entry))
+            timer.finish()
+            if len(docs) >= WORDS_COMMIT_FILES or time.monotonic() - flushed > WORDS_COMMIT_SECONDS:
+                self._put_words(docs)
+                flushed = time.monotonic()
+        self._put_words(docs)
+        self.on_progress(timer.progress("words", ""))  # every file's words are searchable
+
+    def _put_words(self, docs: list[TextDoc]) -> None:
+        assert self.text is not None
+        with self.text.batch():
+            for doc in docs:
+                self.text.put(doc)
+        docs.clear()
+
+    def _text_doc(self, entry: FileEntry) -> TextDoc:
+        """The file's words; an unreadable file is kept by name (the cards tier records why)."""
+        kind: Kind | None = None
+        layer = None
+        try:
+            kind = sniff(entry.path)
+            if kind is not None:
+                layer = extract(entry.path, kind, self.settings, text_only=True).text
+        except (InputError, OSError):
+            pass  # recorded as this file's failure by the cards tier, with its reason
+        if layer is None:  # a picture, a video, or unreadable: findable by its name
+            return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, "")
+        return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, layer.body, layer.spans)
+
+    # The text index only ever holds files the store has committed: text is added after
+    # the commit that queues a file and dropped before the commit that removes it, so a
+    # kill at any moment leaves at most files whose text the next run adds.
+
+    def _drop_words(self, paths: Sequence[str]) -> None:
+        if self.text is not None and paths:
+            self.text.remove(paths)
+
+    def _forget_words(self) -> None:
+        """Drop the text of files the store no longer has (``remove`` on an older version,
+        or a store fallen back to its previous generation)."""
+        if self.text is not None:
+            self._drop_words([p for p in self.text.signatures() if self.store.get(p) is None])
+
+    def _recent_first(self, paths: list[str]) -> list[str]:
+        def mtime(path: str) -> int:
+            rec = self.store.get(path)
+            return rec.mtime_ns if rec is not None else 0
+
+        return sorted(dict.fromkeys(paths), key=lambda p: -mtime(p))
 
     # -- tier 1: cards ----------------------------------------------------------------
 

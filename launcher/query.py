@@ -57,6 +57,10 @@ class Hit:
     rerank_error: str | None = None  # why the reranker could not score it (left unscored)
     has_thumbnail: bool = False  # image files and PDF pages
     queued: bool = False  # found by name; its content is not embedded yet
+    # Added by the full-text index (see LAUNCHER_README, "How results are ranked"):
+    marks: tuple[tuple[int, int], ...] = ()  # spans of ``snippet`` that match the query
+    relevance: float = 0.0  # 0..1 from the fused rank: 1 = first by words and by meaning
+    matched: str = ""  # why it is here: "words", "meaning" or "words+meaning"
 
 
 @dataclass(frozen=True)

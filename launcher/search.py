@@ -1,11 +1,14 @@
-"""Ranked search over the index: cosine similarity, folding, exact matches, filters, rerank.
+"""Ranked search over the index: words and meaning fused, exact matches first, filters, rerank.
 
-Vectors are unit-norm at write time, so cosine is one matrix-vector product; ``argpartition``
-takes the best rows; rows of the same file fold into one hit that names its best piece. A
-query found as typed (3+ characters) in a file's name, path or text ranks first, marked
-exact: invoice numbers and error codes beat meaning. Text is checked for the semantic
-shortlist and for every file whose name or path matches (reading all files per query would
-not scale).
+Two rankings of files: by meaning (cosine; vectors are unit-norm at write time, so one
+matrix-vector product; ``argpartition`` takes the best rows and rows of the same file fold
+into one hit that names its best piece) and by words (BM25 in the full-text index, every
+word of every file). Reciprocal rank fusion (k = ``RRF_K``) merges them: a file near the
+top of either list is near the top, and one near the top of both comes first. A query
+found as typed (3+ characters: the whole query as a phrase in the text, or a substring of
+the name or path) ranks first, marked exact: invoice numbers and error codes beat meaning.
+Without the full-text index (sqlite3 without FTS5) the text of the semantic shortlist is
+read for exact matches instead.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from .embedder import Embedder
 from .errors import InputError, LauncherError, ModelError, ModelNotFound, ModelSwitchedOff
+from .fulltext import FullText, Term, TextFilter, TextHit, TextQuery, parse_query
 from .indexed import open_indexed, unchanged
 from .inputs import EmbedInput, RerankDoc
 from .query import KIND_GROUPS, Hit, IndexStatus, Query
@@ -37,6 +41,8 @@ SHORTLIST_ROWS_PER_FILE = 20  # first-pass rows kept per wanted file (large inde
 TEXT_CACHE_CHARS = 32_000_000  # file texts kept for exact matching and snippets
 RERANK_TOP = 10
 NO_RERANKER = "no reranker found (optional; `launcher.py models pull` gets it): Rerank is off"
+RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank), the usual constant
+TEXT_CANDIDATES = 1000  # files the words ranking contributes
 TEXT_KINDS = {"text", "code", "markdown", "html"}
 
 
@@ -61,6 +67,7 @@ class _Tables:
     kinds: np.ndarray  # per file
     mtimes: np.ndarray  # per file, seconds
     paths_lower: tuple[str, ...]
+    index: dict[str, int]  # path -> index into files
 
 
 def _tables(snap: Snapshot) -> _Tables:
@@ -76,6 +83,7 @@ def _tables(snap: Snapshot) -> _Tables:
         kinds=np.array([rec.kind or "" for rec in files], dtype=object),
         mtimes=np.array([rec.mtime_ns / 1e9 for rec in files], dtype=np.float64),
         paths_lower=tuple(rec.path.lower() for rec in files),
+        index=index,
     )
 
 
@@ -89,8 +97,10 @@ class Searcher:
         *,
         reranker: Callable[[], Any] | None = None,
         settings: IndexSettings | None = None,
+        text: Callable[[], FullText | None] | None = None,
     ) -> None:
         self.settings = settings or IndexSettings()
+        self._text = text or (lambda: None)
         self._snapshot = snapshot
         self._embedder = embedder
         self._reranker = reranker
@@ -155,26 +165,108 @@ class Searcher:
             scores = snap.search_scores(
                 qvec, shortlist=want * SHORTLIST_ROWS_PER_FILE, row_mask=allowed[tables.row_file]
             )
-        else:  # only queued (not yet embedded) files: they are found by name alone
+        else:  # only queued (not yet embedded) files: they are found by words and name
             scores = np.zeros(0, np.float32)
 
         best = self._fold(scores, tables, want=want) if len(scores) else {}
-        exact = self._exact(query.text, tables, best, allowed)
+        text = self._text()
+        parsed = parse_query(query.text)
+        words = self._words(text, parsed, query, tables, allowed)
+        if text is not None:
+            exact = self._exact_words(text, query, parsed, tables, allowed)
+        else:
+            exact = self._exact(query.text, tables, best, allowed)
+        fused: dict[int, float] = {}
+        for ranking in (best, words):
+            for rank, fi in enumerate(ranking):
+                fused[fi] = fused.get(fi, 0.0) + 1.0 / (RRF_K + rank + 1)
+        for fi in exact:
+            fused.setdefault(fi, 0.0)
+        for fi in self._excluded(text, parsed, query, tables):  # -word: never shown
+            fused.pop(fi, None)
+        lists = sum(1 for ranking in (best, words) if ranking) or 1
+        order = sorted(fused, key=lambda fi: (fi not in exact, -fused[fi]))
         hits: list[Hit] = []
-        for fi in set(best) | set(exact):
+        for fi in order:
+            if len(hits) >= query.top:
+                break
             if fi in best:
                 row, score = best[fi]
-            else:  # found by an exact match only
+            else:  # found by words or an exact match only
                 row, score = self._file_best(snap, scores, tables, fi, qvec)
             is_exact = fi in exact
+            if not is_exact and fi not in words and score < query.min_score:
+                continue
             line = exact.get(fi)
             if line is not None:  # show where the text is, not the nearest meaning
                 row = self._row_for_line(tables, fi, line) or row
-            if not is_exact and score < query.min_score:
-                continue
-            hits.append(self._hit(tables, fi, row, score, is_exact, query.text))
-        hits.sort(key=lambda h: (not h.exact, -h.score))
-        return hits[: query.top]
+            hit = self._hit(tables, fi, row, score, is_exact, query.text)
+            piece = text.piece(hit.path, parsed) if text is not None and fi in words else None
+            hits.append(replace(
+                _with_piece(hit, piece),
+                relevance=min(1.0, fused[fi] * (RRF_K + 1) / lists),
+                matched="+".join(m for m, ranking in (("words", words), ("meaning", best))
+                                 if fi in ranking),
+            ))  # fmt: skip
+        return hits
+
+    def _words(
+        self,
+        text: FullText | None,
+        parsed: TextQuery,
+        query: Query,
+        tables: _Tables,
+        allowed: np.ndarray,
+    ) -> dict[int, TextHit]:
+        """Files that have every word of the query, best BM25 first (file index -> hit)."""
+        if text is None or not parsed:
+            return {}
+        index = tables.index
+        found: dict[int, TextHit] = {}
+        for hit in text.search(parsed, limit=TEXT_CANDIDATES, where=_text_filter(query)):
+            fi = index.get(hit.path)
+            # The text index may hold a file the vector index has just dropped: skip it.
+            if fi is not None and allowed[fi]:
+                found[fi] = hit
+        return found
+
+    def _excluded(
+        self, text: FullText | None, parsed: TextQuery, query: Query, tables: _Tables
+    ) -> set[int]:
+        """Files with any ``-excluded`` word: left out whatever found them."""
+        out: set[int] = set()
+        if text is None:
+            return out
+        for term in parsed.negative:
+            wanted = TextQuery((Term(term.text, phrase=term.phrase),))
+            for hit in text.search(wanted, limit=1_000_000, where=_text_filter(query)):
+                fi = tables.index.get(hit.path)
+                if fi is not None:
+                    out.add(fi)
+        return out
+
+    def _exact_words(
+        self,
+        text: FullText,
+        query: Query,
+        parsed: TextQuery,
+        tables: _Tables,
+        allowed: np.ndarray,
+    ) -> dict[int, int | None]:
+        """Files with the whole query as typed: as a phrase in their text, or inside their
+        name or path. Only plain queries (no quotes, no -exclusions) are exact matches."""
+        needle = query.text.strip().lower()
+        if len(needle) < EXACT_MIN_CHARS or parsed.negative or any(t.phrase for t in parsed.terms):
+            return {}
+        found: dict[int, int | None] = {
+            i: None for i, p in enumerate(tables.paths_lower) if needle in p and allowed[i]
+        }
+        phrase = TextQuery((Term(" ".join(t.text for t in parsed.terms), phrase=True),))
+        for hit in text.search(phrase, limit=TEXT_CANDIDATES, where=_text_filter(query)):
+            fi = tables.index.get(hit.path)
+            if fi is not None and allowed[fi]:
+                found.setdefault(fi, None)
+        return found
 
     def _file_mask(self, tables: _Tables, query: Query) -> np.ndarray:
         mask = np.ones(len(tables.files), dtype=bool)
@@ -408,6 +500,40 @@ class Searcher:
         return IndexStatus(
             files=len(files), pending=n["pending_chunks"], failed=n["failed"], queued=n["queued"]
         )
+
+
+def _text_filter(query: Query) -> TextFilter:
+    """The query's filters for the full-text index (the same ones ``_file_mask`` applies)."""
+    kinds: set[str] = set()
+    for k in query.kinds:
+        kinds |= KIND_GROUPS.get(k, {k})
+    folder = None
+    if query.folder is not None:
+        folder = os.path.abspath(os.path.expanduser(str(query.folder)))
+    after = query.modified_after.timestamp() if query.modified_after is not None else None
+    before = query.modified_before.timestamp() if query.modified_before is not None else None
+    return TextFilter(
+        kinds=frozenset(kinds),
+        folder=folder,
+        mtime_after_ns=int(after * 1e9) if after is not None else None,
+        # _file_mask keeps mtime <= before; the text filter is "<", so one tick past it
+        mtime_before_ns=int(before * 1e9) + 1 if before is not None else None,
+    )
+
+
+def _with_piece(hit: Hit, piece: TextHit | None) -> Hit:
+    """The hit located and quoted at its best-matching piece of text, marks included."""
+    if piece is None or not piece.marks:
+        return hit
+    loc = piece.locator
+    return replace(
+        hit,
+        snippet=piece.snippet,
+        marks=piece.marks,
+        page=loc.page if loc.page is not None else hit.page,
+        line_start=loc.line_start,
+        line_end=loc.line_end,
+    )
 
 
 def _around(text: str, query: str, limit: int) -> str:

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from .app import App
 from .errors import LauncherError, StoreError
+from .fulltext import FullText
 from .indexed import is_plain_file, open_indexed, unchanged
 from .indexer import Indexer, Progress
 from .query import Hit, IndexStatus, Query
@@ -47,9 +48,11 @@ class LocalService:
             self.message = "another indexing run is in progress; showing its results as they land"
         self._manifest_mtime = self._manifest_stamp()
         self._query_engine: Any = None
+        self._fulltext: FullText | None = None
         self.searcher = Searcher(
-            self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings
-        )
+            self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings,
+            text=self._text_index,
+        )  # fmt: skip
         self.watcher: Watcher | None = None
         if watch and not self.readonly and self.store.roots:
             own = str(self.store.directory)
@@ -94,6 +97,12 @@ class LocalService:
             return (self.store.directory / MANIFEST).stat().st_mtime_ns
         except OSError:
             return 0
+
+    def _text_index(self) -> FullText | None:
+        """The full-text index, read-only: the indexer writes through its own connection."""
+        if self._fulltext is None:
+            self._fulltext = self.app.open_text(self.store, writable=False)
+        return self._fulltext
 
     def _snapshot(self) -> Snapshot:
         if self.readonly:
@@ -225,6 +234,8 @@ class LocalService:
         with self._write_lock:
             if self._query_engine is not None:
                 self._query_engine.close()
+            if self._fulltext is not None:
+                self._fulltext.close()
             self.store.close()
 
 

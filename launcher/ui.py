@@ -304,6 +304,26 @@ def highlight(text: str, query_text: str) -> str:
     return "".join(out)
 
 
+def marked(text: str, marks: Sequence[tuple[int, int]]) -> str:
+    """Escaped ``text`` with the given spans (from the full-text index) in ``<mark>``."""
+    out, pos = [], 0
+    for start, end in marks:
+        if start < pos or end > len(text):
+            continue
+        out += [esc(text[pos:start]), f"<mark>{esc(text[start:end])}</mark>"]
+        pos = end
+    out.append(esc(text[pos:]))
+    return "".join(out)
+
+
+def _score(hit: Hit) -> tuple[str, str]:
+    """The one number a row shows, and what it means."""
+    if hit.relevance:
+        how = {"words": "its words", "meaning": "its meaning"}.get(hit.matched, "words and meaning")
+        return f"{hit.relevance:.2f}", f"relevance (found by {how})"
+    return ("", "") if hit.queued else (f"{hit.score:.2f}", "similarity")
+
+
 def _snippet(hit: Hit) -> str:
     text = visible(" ".join(hit.snippet.split()))
     return text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
@@ -373,9 +393,13 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         )
     where = _where(hit)
     snippet = _snippet(hit)
-    snip_html = highlight(snippet, query_text) if snippet else ""
+    if hit.marks:  # the full-text index says which words matched (accents, prefixes too)
+        snip_html = marked(hit.snippet, hit.marks)
+    else:
+        snip_html = highlight(snippet, query_text) if snippet else ""
     if where:
         snip_html = f'<span class="lwhere">{esc(where)}</span> {snip_html}'
+    score_text, score_title = _score(hit)
     modified = relative_time(hit.mtime, now)
     exact_time = datetime.fromtimestamp(hit.mtime).strftime("%Y-%m-%d %H:%M") if hit.mtime else ""
     sel = " sel" if index == 0 else ""
@@ -394,7 +418,7 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         f'<div class="lsnip">{snip_html}</div>'
         "</div>"
         '<div class="lmeta">'
-        f'<span class="lscore" title="similarity">{"" if hit.queued else f"{hit.score:.2f}"}</span>'
+        f'<span class="lscore" title="{esc(score_title)}">{score_text}</span>'
         f'<span class="ltime" title="{esc(exact_time)}">{esc(modified)}</span>'
         '<span class="lacts">'
         '<button type="button" data-act="open" title="Open (Enter)">Open</button>'
