@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
@@ -101,6 +104,29 @@ def _duration(seconds: float) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    try:
+        report = _run_index(args)
+    except LauncherError as err:
+        if args.json:  # a JSON reader gets JSON, whatever happened
+            _json({"error": str(err)})
+        raise
+    if args.json:
+        _json(report.to_json())
+    else:
+        _print_summary(report)
+    if report.interrupted:
+        print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _json(data: dict[str, Any]) -> None:
+    json.dump(data, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _run_index(args: argparse.Namespace) -> Any:
     with _app(args) as app:
         store = app.open_store(rebuild=args.rebuild)
         try:
@@ -116,22 +142,37 @@ def cmd_index(args: argparse.Namespace) -> int:
             cancel = threading.Event()
             indexer = app.indexer(store, on_progress=TerminalProgress(), cancel=cancel)
             try:
-                report = indexer.run(roots, retry_failed=args.retry_failed)
-            except KeyboardInterrupt:
+                with _stop_on_sigint(cancel):
+                    return indexer.run(roots, retry_failed=args.retry_failed)
+            except KeyboardInterrupt:  # the second Ctrl+C
                 cancel.set()
                 store.commit()  # keep what was done: the next run resumes from here
-                print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
-                return 130
+                raise
             finally:
                 indexer.close()
         finally:
             store.close()
-    if args.json:
-        json.dump(report.to_json(), sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        _print_summary(report)
-    return 0
+
+
+@contextlib.contextmanager
+def _stop_on_sigint(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl+C asks the run to stop (it ends the file at hand, commits what is done and
+    reports); a second Ctrl+C interrupts at once. A handler that only sets an event
+    cannot be lost inside a llama.cpp callback, as a KeyboardInterrupt can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _print_summary(report: Any) -> None:
@@ -169,7 +210,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if store is None:
         data: dict[str, Any] = {
             "index": str(default_dir()), "exists": False, "roots": [], "files": 0,
-            "vectors": 0, "errors": [],
+            "vectors": 0, "errors": [], "skipped": [],
         }  # fmt: skip
     else:
         with store:
@@ -189,6 +230,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items())) or "none read yet"
     print(f"Files: {data['files']} ({kinds}); vectors: {data['vectors']}; "
           f"pending chunks: {data['pending']}; failed: {len(data['errors'])}")  # fmt: skip
+    if data["skipped"]:
+        print(f"Skipped: {len(data['skipped'])} files in formats that are not read "
+              "(findable by name)")  # fmt: skip
     if data["queued"]:
         print(f"Queued: {data['queued']} files found but not embedded yet (findable by name; "
               "run `index` again to finish)")  # fmt: skip
@@ -211,6 +255,7 @@ def _info(store: Any) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     vectors_by_kind: dict[str, int] = {}
     errors = []
+    skipped = []
     pending = 0
     queued = 0
     for rec in snap.files:
@@ -222,6 +267,8 @@ def _info(store: Any) -> dict[str, Any]:
         vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + len(rec.rows)
         if rec.status == "failed":
             errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
+        elif rec.reason:  # indexed by name only: a format that is not read
+            skipped.append({"path": rec.path, "reason": rec.reason})
         elif rec.status == "pending_chunks":
             pending += 1
     size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
@@ -237,6 +284,7 @@ def _info(store: Any) -> dict[str, Any]:
         "pending": pending,
         "queued": queued,
         "errors": sorted(errors, key=lambda e: e["path"]),
+        "skipped": sorted(skipped, key=lambda e: e["path"]),
         "model": dict(snap.identity),
         "dims": snap.dims,
         "bytes": size,

@@ -7,6 +7,7 @@ Python first and raised as a typed error instead.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import ctypes
 import os
@@ -32,10 +33,15 @@ LAST_ONLY_MIN = 48
 
 
 def _on_log(level: int, text: bytes | None, _user: Any) -> None:
-    line = (text or b"").decode("utf-8", "replace")
-    _LOG_LINES.append(line)
-    if _log_state["verbose"]:
-        sys.stderr.write(line)
+    try:
+        line = (text or b"").decode("utf-8", "replace")
+        _LOG_LINES.append(line)
+        if _log_state["verbose"]:
+            sys.stderr.write(line)
+    except KeyboardInterrupt:
+        # ctypes drops exceptions raised in a callback (with "Exception ignored" noise):
+        # ask for the interrupt again, to be raised once the native call returns.
+        _thread.interrupt_main()
 
 
 def set_verbose(verbose: bool) -> None:
