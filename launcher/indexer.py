@@ -425,6 +425,11 @@ class Indexer:
                 skip_reason = result.reason
                 result = name_card(entry.path, None, self.settings)
             elif isinstance(result, InputError):
+                if not os.path.lexists(entry.path):  # deleted since the walk: not a failure
+                    if self.store.get(entry.path) is not None:
+                        self.store.remove(entry.path)
+                        report.removed += 1
+                    continue
                 self._fail(entry, digest, str(result), report, job.is_new, kind=prepared.kind)
                 continue
             batch.append((job, digest or "", result, skip_reason))
