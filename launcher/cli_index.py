@@ -167,6 +167,9 @@ def _stop_on_sigint(cancel: threading.Event) -> Iterator[None]:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
+        from .native import request_abort
+
+        request_abort()  # the batch in llama.cpp stops too; the run redoes it next time
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -50,6 +50,7 @@ from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
 log = logging.getLogger("launcher")
 
 CARD_BATCH = 8  # cards embedded per engine call (text cards share a decode)
+CHUNK_GROUP = 8  # chunks of one file per engine call (Ctrl+C is checked between calls)
 PREFETCH = 4  # files extracted ahead of the model
 ABANDON_GRACE = 5.0  # seconds past its budget before an extraction is abandoned
 CHUNK_CACHE_BYTES = 64 * 1000 * 1000  # chunks kept from tier 1 for tier 2 (no second read)
@@ -333,10 +334,15 @@ class Indexer:
         digest: str | None = None
         kind: Kind | None = None
         budget = Budget(self._budget_seconds(entry.path), self.cancel)
+
+        def count_tokens(text: str) -> int:
+            budget.check()  # an abandoned extraction stops here, before the engine is used
+            return self._count_tokens(text)
+
         try:
             digest = content_hash(entry.path)
             kind = sniff(entry.path)
-            ex = extract(entry.path, kind, self.settings, self._count_tokens, budget)
+            ex = extract(entry.path, kind, self.settings, count_tokens, budget)
             return _Prepared(digest, kind, ex)
         except InputError as err:
             return _Prepared(digest, kind, err)
@@ -417,7 +423,7 @@ class Indexer:
             digest, result = prepared.digest, prepared.result
             timer.step(entry.path, 0)
             self.on_progress(timer.progress("cards", entry.path))
-            if digest is not None and self._same_content(entry, digest, report):
+            if digest is not None and self._same_content(entry, digest, report, pending_chunks):
                 continue
             skip_reason = None
             if isinstance(result, Unsupported):
@@ -437,7 +443,9 @@ class Indexer:
                 flush()
         flush()
 
-    def _same_content(self, entry: FileEntry, digest: str, report: Report) -> bool:
+    def _same_content(
+        self, entry: FileEntry, digest: str, report: Report, pending_chunks: list[str]
+    ) -> bool:
         """Skip the model when the content is already indexed: same file touched, or a
         moved/renamed/copied file (vectors reused by content hash)."""
         old = self.store.get(entry.path)
@@ -447,6 +455,8 @@ class Indexer:
         if old is not None and old.content_hash == digest and not retry:
             self.store.touch(entry.path, entry.size, entry.mtime_ns)
             report.unchanged += 1
+            if old.status == "pending_chunks":  # its chunks are still to come
+                pending_chunks.append(entry.path)
             return True
         source = self.store.lookup_by_hash(digest)
         if source is not None and source.status != "failed" and source.rows:
@@ -469,6 +479,8 @@ class Indexer:
         outcomes = self.embedder.embed_each(
             [self._input(ex.card, job.entry.path, ex.kind) for job, _, ex, _ in batch]
         )
+        if self.cancel.is_set():
+            return  # maybe cut short inside the engine: these files are redone next run
         for (job, digest, ex, skip_reason), vec in zip(batch, outcomes, strict=True):
             entry = job.entry
             tokens = _piece_tokens(ex.card, self._count_tokens, self.settings.image_pixel_budget)
@@ -520,6 +532,8 @@ class Indexer:
         kind: Kind | None = None,
     ) -> None:
         """Record a failure. The file stays findable by its name when that can be embedded."""
+        if self.cancel.is_set():
+            return  # the run is stopping (the engine too): the next run records it
         report.failed += 1
         report.errors.append((entry.path, reason))
         card = name_card(entry.path, kind, self.settings, label=None).card
@@ -574,18 +588,25 @@ class Indexer:
             if rec is None or digest != rec.content_hash or isinstance(result, InputError):
                 # Changed or unreadable since its card was embedded: the next run redoes it.
                 continue
-            outcomes = self.embedder.embed_each(
-                [self._input(c, path, result.kind) for c in result.chunks]
-            )
             pieces: list[Piece] = []
             vectors = []
-            for piece, vec in zip(result.chunks, outcomes, strict=True):
-                tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
-                report.tokens += tokens
-                timer.add_tokens(tokens)
-                if isinstance(vec, np.ndarray):
-                    pieces.append(piece)
-                    vectors.append(vec)
+            # A few chunks per engine call, so Ctrl+C is answered between them; a file cut
+            # short stays pending_chunks and is finished by the next run.
+            for start in range(0, len(result.chunks), CHUNK_GROUP):
+                group = result.chunks[start : start + CHUNK_GROUP]
+                outcomes = self.embedder.embed_each(
+                    [self._input(c, path, result.kind) for c in group]
+                )
+                if self.cancel.is_set():
+                    return
+                for piece, vec in zip(group, outcomes, strict=True):
+                    count = self._count_tokens
+                    tokens = _piece_tokens(piece, count, self.settings.image_pixel_budget)
+                    report.tokens += tokens
+                    timer.add_tokens(tokens)
+                    if isinstance(vec, np.ndarray):
+                        pieces.append(piece)
+                        vectors.append(vec)
             matrix = np.stack(vectors) if vectors else np.zeros((0, self.store.dims), np.float32)
             self.store.extend(path, pieces, matrix, status="ok")  # keeps the card's row
             self.store.maybe_commit()

@@ -44,6 +44,37 @@ def _on_log(level: int, text: bytes | None, _user: Any) -> None:
         _thread.interrupt_main()
 
 
+# Ctrl+C during a command: llama_decode stops between graph nodes once this byte is set.
+# The abort callback is libc's ``strlen`` over it (true iff the byte is not zero): no
+# Python runs per graph node (no GIL to take, no exception to lose in a callback).
+_ABORT_FLAG = ctypes.create_string_buffer(2)
+_abort_state: dict[str, Any] = {}
+
+
+def request_abort() -> None:
+    """Make every decode in this process stop early (its batch fails): for Ctrl+C only."""
+    _ABORT_FLAG[0] = b"\x01"
+
+
+def _abort_callback() -> Any:
+    """The C abort callback, made once; None where no C library's strlen can be found."""
+    if "callback" not in _abort_state:
+        import llama_cpp.llama_cpp as ll
+
+        try:
+            libc = ctypes.CDLL(None) if os.name != "nt" else ctypes.cdll.msvcrt
+            _abort_state["callback"] = ctypes.cast(libc.strlen, ll.ggml_abort_callback)
+        except (OSError, AttributeError):
+            _abort_state["callback"] = None
+    return _abort_state["callback"]
+
+
+def _watch_abort(ctx_ptr: Any) -> None:
+    callback = _abort_callback()
+    if callback is not None:
+        _backend().llama_set_abort_callback(ctx_ptr, callback, ctypes.addressof(_ABORT_FLAG))
+
+
 def set_verbose(verbose: bool) -> None:
     """Route llama.cpp and mtmd logs: silent (kept for errors) unless ``verbose``."""
     global _LOG_CALLBACK
@@ -224,6 +255,7 @@ class Context:
                 f"cells): {recent_log() or 'out of memory?'}"
             )
         self.ptr = ptr
+        _watch_abort(ptr)
         self.n_ctx = int(ll.llama_n_ctx(ptr))
         self.n_batch = int(ll.llama_n_batch(ptr))
         self.n_ctx_seq = self.n_ctx // shape.n_seq

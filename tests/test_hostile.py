@@ -382,7 +382,7 @@ def test_ctrl_c_stops_every_phase(models_env, tmp_path, make_tree):
         time.sleep(1.0)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)  # ~2 s; margin for a loaded CI machine
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -391,3 +391,198 @@ def test_ctrl_c_stops_every_phase(models_env, tmp_path, make_tree):
     assert "Traceback" not in err and "Exception ignored" not in err, err
     report = json.loads(out)
     assert report["interrupted"] is True and report["files"] > 0
+
+
+# -- the watcher never dies ---------------------------------------------------------------
+
+
+def test_watcher_retries_with_backoff_then_gives_up_on_a_path(tmp_path, monkeypatch):
+    """A batch that raises (any exception) is kept and retried; a path that keeps failing is
+    handed to ``on_give_up`` and leaves the queue; the thread lives on and says so."""
+    from launcher import watch
+
+    monkeypatch.setattr(watch, "MAX_BACKOFF", 0.2)
+    root = tmp_path / "w"
+    root.mkdir()
+    calls: list[list[str]] = []
+    given_up: list[tuple[str, str]] = []
+    bad = str(root / "bad.txt")
+
+    def on_changes(paths: list[str]) -> None:
+        calls.append(sorted(paths))
+        if bad in paths:
+            raise RuntimeError("pdfium exploded")
+
+    w = watch.Watcher(
+        [str(root)], on_changes, debounce=0.05, max_delay=0.1,
+        on_give_up=lambda p, r: given_up.append((p, r)),
+    )  # fmt: skip
+    w.start()
+    try:
+        (root / "bad.txt").write_text("x")
+        assert _wait_for(lambda: "retrying" in w.status, timeout=10)
+        assert "RuntimeError: pdfium exploded" in w.status
+        assert _wait_for(lambda: given_up, timeout=20)
+        assert given_up[0][0] == bad and "pdfium exploded" in given_up[0][1]
+        n = len(calls)
+        (root / "good.txt").write_text("y")
+        assert _wait_for(lambda: any(c == [str(root / "good.txt")] for c in calls[n:]))
+        assert w.alive and w.status == w.message and "watching" in w.status
+    finally:
+        w.stop()
+    assert not w.alive and w.status.startswith("not watching")
+
+
+def test_update_paths_finishes_files_left_pending(models_env, tmp_path):
+    """15.8: a watcher batch cut short after the cards leaves a file in pending_chunks; the
+    next update of that (unchanged) path embeds its chunks."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    long = root / "long.txt"
+    long.write_text("\n".join(f"line {i} about the river and its stones" for i in range(120)))
+    app = App.create()
+    store = app.open_store()
+    store.set_roots([str(root)])
+    try:
+        cancel = threading.Event()
+
+        def stop_in_the_chunks(p):
+            if p.phase == "chunks":
+                cancel.set()
+
+        first = app.indexer(store, on_progress=stop_in_the_chunks, cancel=cancel)
+        first.update_paths([str(long)])
+        first.close()
+        assert store.get(str(long)).status == "pending_chunks"
+        second = app.indexer(store)
+        second.update_paths([str(long)])
+        second.close()
+        rec = store.get(str(long))
+        assert rec.status == "ok" and len(rec.rows) > 1
+    finally:
+        store.close()
+        app.close()
+
+
+# -- time budget ----------------------------------------------------------------------------
+
+
+def _slow_text(seconds: float):
+    def extractor(doc):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            doc.budget.check()
+            time.sleep(0.02)
+        return extract_mod._text(doc)
+
+    return extractor
+
+
+def test_time_budget_then_retry_failed_lifts_it(models_env, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "slow.txt").write_text("a file that takes long to read")
+    (root / "quick.md").write_text("# a quick one")
+    cfg = paths.config_file()
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("[index]\nmax_seconds_per_file = 0.3\n")
+    monkeypatch.setitem(extract_mod._EXTRACTORS, "text", _slow_text(1.5))
+    report = run_json(capsys, "index", str(root))
+    assert [(os.path.basename(e["path"]), e["reason"]) for e in report["errors"]] == [
+        ("slow.txt", "too slow (over 0.3 s to read)")
+    ]
+    assert run_json(capsys, "index")["failed"] == 0  # unchanged: not tried again
+    again = run_json(capsys, "index", "--retry-failed")  # without the time limit
+    assert again["failed"] == 0 and again["updated"] == 1
+    assert statuses()["slow.txt"] == ("ok", None)
+
+
+def test_a_hung_extraction_is_abandoned(models_env, tmp_path, monkeypatch, capsys):
+    """An extraction that never checks its budget (stuck in native code) is given up after
+    budget + grace, and the files after it are read by a fresh worker."""
+    from launcher import indexer as indexer_mod
+
+    monkeypatch.setattr(indexer_mod, "ABANDON_GRACE", 0.3)
+    release = threading.Event()
+
+    def hung(doc):
+        release.wait(60)
+        return extract_mod._text(doc)
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "hung.txt").write_text("stuck")
+    for i in range(6):
+        (root / f"ok{i}.md").write_text(f"# fine {i}")
+    cfg = paths.config_file()
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("[index]\nmax_seconds_per_file = 0.3\n")
+    monkeypatch.setitem(extract_mod._EXTRACTORS, "text", hung)
+    try:
+        report = run_json(capsys, "index", str(root))
+    finally:
+        release.set()
+    assert [(os.path.basename(e["path"]), e["reason"]) for e in report["errors"]] == [
+        ("hung.txt", "too slow (over 0.3 s to read)")
+    ]
+    state = statuses()
+    assert all(state[f"ok{i}.md"][0] == "ok" for i in range(6))
+
+
+# -- smaller items --------------------------------------------------------------------------
+
+
+def test_pdf_failure_reasons_come_from_the_file_itself(tmp_path):
+    """15.9: pdfium's last error is global; reasons must not depend on the file before."""
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>",
+        b"<< /Filter /Standard /V 1 /R 2 /O <"
+        + b"11" * 32
+        + b"> /U <"
+        + b"22" * 32
+        + b"> /P -4 >>",
+    ]
+    locked = hostile.raw_pdf(objects).replace(
+        b"/Root 1 0 R >>", b"/Root 1 0 R /Encrypt 4 0 R /ID [<00112233><00112233>] >>"
+    )
+    (tmp_path / "locked.pdf").write_bytes(locked)
+    (tmp_path / "junk.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 2)
+    for name in ["locked.pdf", "junk.pdf", "locked.pdf", "junk.pdf"]:
+        with pytest.raises(extract_mod.ExtractError) as err:
+            extract(tmp_path / name, "pdf")
+        expected = "password-protected PDF" if name == "locked.pdf" else "corrupt PDF"
+        assert err.value.reason == expected
+
+
+def test_index_json_on_error_and_paths_with_a_newline(models_env, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["index", str(tmp_path / "missing"), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert "no such file or folder" in out["error"]
+    root = tmp_path / "tree"
+    root.mkdir()
+    odd = root / "two\nlines.txt"
+    odd.write_text("a zebra crossing")
+    run_json(capsys, "index", str(root))
+    capsys.readouterr()
+    assert main(["search", "zebra", "--paths-only"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(root) + "/two\\nlines.txt"]
+    assert main(["search", "zebra", "--null"]) == 0
+    assert capsys.readouterr().out == str(odd) + "\0"
+
+
+def test_16_bit_big_endian_tiff_is_indexed_and_searchable(models_env, tmp_path, capsys):
+    """15.7: Pillow's ``point`` refuses I;16B; such scans were reported corrupt."""
+    root = tmp_path / "scans"
+    root.mkdir()
+    tif = root / "scan.tif"
+    tif.write_bytes(hostile.tiff_16bit_big_endian())
+    x = extract(tif, sniff(tif))
+    assert x.card.image is not None and x.card.image.mode == "RGB"
+    lo, hi = x.card.image.convert("L").getextrema()
+    assert hi - lo > 200  # the gradient survives: scaled, not clipped to white
+    assert run_json(capsys, "index", str(root))["failed"] == 0
+    out = run_json(capsys, "search", "--image", str(tif))
+    assert out["results"][0]["path"] == str(tif)
