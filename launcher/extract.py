@@ -68,6 +68,7 @@ TOO_SLOW = "too slow"
 TOO_LARGE = "too large"
 # pdfium keeps global state (and its last error): one thread at a time, in every module.
 PDFIUM_LOCK = threading.RLock()
+THUMB_LOCK_WAIT = 15.0  # seconds a thumbnail waits for pdfium before giving up
 
 
 class Interrupted(Exception):
@@ -762,6 +763,9 @@ def _video(doc: _Doc) -> Extracted:
         if not container.streams.video:
             raise ExtractError("no video stream")
         stream = container.streams.video[0]
+        width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+        if width * height > doc.s.max_image_pixels:
+            raise ExtractError(f"{TOO_LARGE} (video frames of {width}×{height} pixels)")
         seconds = float(container.duration / 1_000_000) if container.duration else 0.0
         if not seconds and stream.duration and stream.time_base:
             seconds = float(stream.duration * stream.time_base)
@@ -1026,7 +1030,11 @@ def pdf_page_image(path: str, page: int, longest: int) -> Image.Image | None:
     page or cannot be read. Holds ``PDFIUM_LOCK`` like indexing does."""
     import pypdfium2 as pdfium
 
-    with PDFIUM_LOCK:
+    # Bounded wait: indexing holds the lock a page at a time, but a page stuck in pdfium
+    # must not pile up the page's requests behind it.
+    if not PDFIUM_LOCK.acquire(timeout=THUMB_LOCK_WAIT):
+        return None
+    try:
         try:
             pdf = pdfium.PdfDocument(path)
         except pdfium.PdfiumError:
@@ -1043,6 +1051,8 @@ def pdf_page_image(path: str, page: int, longest: int) -> Image.Image | None:
             return None
         finally:
             pdf.close()
+    finally:
+        PDFIUM_LOCK.release()
 
 
 # --- office documents (zip + XML, text only) ----------------------------------------------
