@@ -164,8 +164,8 @@ class Watcher:
                 f"{type(err).__name__}: {err}" if not isinstance(err, LauncherError) else str(err)
             )
             log.warning("updating the index failed (%s); will retry", reason, exc_info=err)
-            if len(batch) == 1 and self._failures.get(batch[0], 0) + 1 > GIVE_UP:
-                self._give_up(batch[0], reason)
+            tries = self._failures.get(batch[0], 0) + 1
+            if len(batch) == 1 and tries > GIVE_UP and self._give_up(batch[0], reason):
                 return
             for path in batch:
                 self._failures[path] = self._failures.get(path, 0) + 1
@@ -189,16 +189,20 @@ class Watcher:
                 self._first = self._last = time.monotonic()
         self._wake.set()
 
-    def _give_up(self, path: str, reason: str) -> None:
-        self._failures.pop(path, None)
-        self._errors = 0
-        self.problem = ""
-        log.warning("giving up on %s after %d tries: %s", path, GIVE_UP + 1, reason)
+    def _give_up(self, path: str, reason: str) -> bool:
+        """Drop ``path`` once ``on_give_up`` has recorded it. If recording fails too, the
+        trouble is not this file (a full disk, say): keep it and go on retrying."""
         if self.on_give_up is not None:
             try:
                 self.on_give_up(path, reason)
             except Exception as err:
                 log.warning("could not record %s as failed: %s", path, err, exc_info=err)
+                return False
+        log.warning("gave up on %s after %d tries: %s", path, GIVE_UP + 1, reason)
+        self._failures.pop(path, None)
+        self._errors = 0
+        self.problem = ""
+        return True
 
     @property
     def started(self) -> bool:

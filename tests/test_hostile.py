@@ -433,6 +433,33 @@ def test_watcher_retries_with_backoff_then_gives_up_on_a_path(tmp_path, monkeypa
     assert not w.alive and w.status.startswith("not watching")
 
 
+def test_watcher_keeps_a_path_it_cannot_record(tmp_path, monkeypatch):
+    """When recording the failure fails too (a full disk), the trouble is not the file: it
+    stays queued and is retried, never silently dropped."""
+    from launcher import watch
+
+    monkeypatch.setattr(watch, "MAX_BACKOFF", 0.1)
+    root = tmp_path / "w"
+    root.mkdir()
+    calls: list[list[str]] = []
+
+    def on_changes(paths: list[str]) -> None:
+        calls.append(paths)
+        raise OSError(28, "No space left on device")
+
+    def on_give_up(path: str, reason: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    w = watch.Watcher([str(root)], on_changes, debounce=0.05, max_delay=0.05, on_give_up=on_give_up)
+    w.start()
+    try:
+        (root / "a.txt").write_text("x")
+        assert _wait_for(lambda: len(calls) >= watch.GIVE_UP + 3, timeout=20)
+        assert w.alive and "No space left" in w.status
+    finally:
+        w.stop()
+
+
 def test_update_paths_finishes_files_left_pending(models_env, tmp_path):
     """15.8: a watcher batch cut short after the cards leaves a file in pending_chunks; the
     next update of that (unchanged) path embeds its chunks."""
