@@ -351,9 +351,15 @@ class Indexer:
         except Interrupted:
             return _Prepared(digest, kind, ExtractError("interrupted"))
         except Exception as err:
-            if _our_bug(err) and os.environ.get(STRICT_ENV) == "1":
-                raise
-            log.info("reading %s failed", entry.path, exc_info=err)
+            if _our_bug(err):
+                if os.environ.get(STRICT_ENV) == "1":
+                    raise
+                # a user's run goes on, but this one is ours to fix: say so on stderr too
+                log.warning(
+                    "internal error reading %s (please report it)", entry.path, exc_info=err
+                )
+            else:
+                log.info("reading %s failed", entry.path, exc_info=err)
             return _Prepared(digest, kind, ExtractError(failure_reason(err)))
 
     def _budget_seconds(self, path: str) -> float:

@@ -27,6 +27,7 @@ _LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
 _log_state = {"verbose": False, "installed": False}
 _log_lock = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
+INTERRUPT_AGAIN_S = 0.05  # see _on_log
 # Below this many tokens, splitting off the last token costs more than the skipped
 # vocabulary projection saves (bench/run.py).
 LAST_ONLY_MIN = 48
@@ -39,9 +40,13 @@ def _on_log(level: int, text: bytes | None, _user: Any) -> None:
         if _log_state["verbose"]:
             sys.stderr.write(line)
     except KeyboardInterrupt:
-        # ctypes drops exceptions raised in a callback (with "Exception ignored" noise):
-        # ask for the interrupt again, to be raised once the native call returns.
-        _thread.interrupt_main()
+        # ctypes drops exceptions raised in a callback (with "Exception ignored" noise).
+        # Ask for the interrupt again a moment later, from another thread: raised now, it
+        # would land in this callback again; later, it lands in Python code once the
+        # native call returns (or in a later callback, which asks again).
+        timer = threading.Timer(INTERRUPT_AGAIN_S, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
 
 
 # Ctrl+C during a command: llama_decode stops between graph nodes once this byte is set.

@@ -613,3 +613,23 @@ def test_16_bit_big_endian_tiff_is_indexed_and_searchable(models_env, tmp_path, 
     assert run_json(capsys, "index", str(root))["failed"] == 0
     out = run_json(capsys, "search", "--image", str(tif))
     assert out["results"][0]["path"] == str(tif)
+
+
+def test_ctrl_c_inside_a_llama_log_callback_is_not_lost(monkeypatch):
+    """A KeyboardInterrupt raised while llama.cpp's log callback runs (a ctypes callback:
+    ctypes drops exceptions there) is raised again once the callback has returned."""
+    import ctypes
+
+    from launcher import native
+
+    class InterruptedAppend:
+        def append(self, line: str) -> None:
+            raise KeyboardInterrupt  # as if Ctrl+C arrived inside the callback
+
+    monkeypatch.setattr(native, "_LOG_LINES", InterruptedAppend())
+    callback_type = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+    callback = callback_type(native._on_log)
+    with pytest.raises(KeyboardInterrupt):
+        callback(2, b"a log line\n", None)  # through ctypes, like llama.cpp calls it
+        for _ in range(100):
+            time.sleep(0.01)  # the interrupt is delivered at the next bytecode
