@@ -182,8 +182,9 @@ def _print_summary(report: Any) -> None:
     out = sys.stderr
     print(
         f"{report.files} files: {report.added} added, {report.updated} updated, "
-        f"{report.removed} removed, {report.unchanged} unchanged, {report.failed} failed "
-        f"({report.reused} reused by content) in {_duration(report.seconds)}",
+        f"{report.removed} removed, {report.unchanged} unchanged, {report.failed} failed, "
+        f"{len(report.skipped)} skipped ({report.reused} reused by content) "
+        f"in {_duration(report.seconds)}",
         file=out,
     )
     for path, reason in report.errors[:20]:
