@@ -397,7 +397,8 @@ def name_card(
     """A card with only the name, folder and type: for empty, media and unreadable files."""
     path = os.fspath(path)
     doc = _Doc(path, kind or "text", settings or IndexSettings(), estimate_tokens)
-    label = label or (_type_label(path, kind) if kind else "file")
+    ext = _ext(path)[1:].upper()
+    label = label or (_type_label(path, kind) if kind else f"file ({ext})" if ext else "file")
     text = doc.card_header(label, None)
     return Extracted(kind=kind or "text", card=Piece("card", text, preview=label), chunks=[])
 
