@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import LauncherError
 
@@ -67,9 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FILE = "launcher.log"
+
+
 def _setup_logging(verbose: bool) -> None:
-    """Library warnings (e.g. truncated input) as one line each on stderr."""
+    """Library warnings (e.g. truncated input) as one line each on stderr; everything from
+    INFO up, tracebacks included, in ``<log dir>/launcher.log`` (one rotated copy kept)."""
     import logging
+    import logging.handlers
+
+    from . import paths
 
     class _Stderr(logging.Handler):
         """One line per record on whatever ``sys.stderr`` is now (tests swap it)."""
@@ -80,12 +89,30 @@ def _setup_logging(verbose: bool) -> None:
             level = record.levelname.lower()
             sys.stderr.write(f"{clear}launcher: {level}: {record.getMessage()}\n")
 
+    class _File(logging.handlers.RotatingFileHandler):
+        """The log file, with tracebacks: where "see the log" points. Its folder is made
+        at the first record, so a command that logs nothing writes nothing."""
+
+        def _open(self) -> Any:
+            os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+            return super()._open()
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            pass  # an unwritable log (disk full) must not spill tracebacks on stderr
+
     logger = logging.getLogger("launcher")
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        logger.handlers = [h for h in logger.handlers if type(h).__name__ != "_Stderr"]
-        logger.addHandler(_Stderr())
-        logger.propagate = False
-    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for handler in [h for h in logger.handlers if type(h).__name__ in ("_Stderr", "_File")]:
+        logger.removeHandler(handler)  # main() runs again in tests, with another home
+        handler.close()
+    stderr = _Stderr()
+    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logger.addHandler(stderr)
+    to_file = _File(paths.log_dir() / LOG_FILE, maxBytes=5_000_000, backupCount=1, delay=True)
+    to_file.setLevel(logging.DEBUG if verbose else logging.INFO)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s: %(message)s"))
+    logger.addHandler(to_file)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,11 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from .errors import LauncherError, StoreError
@@ -208,8 +210,9 @@ def _run_index(args: argparse.Namespace, progress: TerminalProgress, made: list[
             indexer = app.indexer(store, on_progress=progress, cancel=cancel)
             made.append(indexer)
             try:
-                return indexer.run(roots, retry_failed=args.retry_failed)
-            except KeyboardInterrupt:
+                with _stop_on_sigint(cancel):
+                    return indexer.run(roots, retry_failed=args.retry_failed)
+            except KeyboardInterrupt:  # the second Ctrl+C
                 cancel.set()
                 store.commit()  # keep what was done: the next run resumes from here
                 raise
@@ -244,12 +247,37 @@ def _print_partial(
     sys.stdout.flush()
 
 
+@contextlib.contextmanager
+def _stop_on_sigint(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl+C asks the run to stop (it ends the file at hand, commits what is done and
+    reports); a second Ctrl+C interrupts at once. A handler that only sets an event
+    cannot be lost inside a llama.cpp callback, as a KeyboardInterrupt can."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        from .native import request_abort
+
+        request_abort()  # the batch in llama.cpp stops too; the run redoes it next time
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _print_summary(report: Any) -> None:
     out = sys.stderr
     print(
         f"{plural(report.files, 'file')}: {report.added:,} added, {report.updated:,} updated, "
-        f"{report.removed:,} removed, {report.unchanged:,} unchanged, {report.failed:,} failed "
-        f"({report.reused:,} reused by content) in {_duration(report.seconds)}",
+        f"{report.removed:,} removed, {report.unchanged:,} unchanged, {report.failed:,} failed, "
+        f"{len(report.skipped):,} skipped ({report.reused:,} reused by content) "
+        f"in {_duration(report.seconds)}",
         file=out,
     )
     for path, reason in report.errors[:20]:
@@ -279,7 +307,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if store is None:
         data: dict[str, Any] = {
             "index": str(default_dir()), "exists": False, "roots": [], "files": 0,
-            "vectors": 0, "errors": [],
+            "vectors": 0, "errors": [], "skipped": [],
         }  # fmt: skip
     else:
         with store:
@@ -299,6 +327,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(data["kinds"].items())) or "none read yet"
     print(f"Files: {data['files']:,} ({kinds}); vectors: {data['vectors']:,}; "
           f"pending chunks: {data['pending']:,}; failed: {len(data['errors']):,}")  # fmt: skip
+    if data["skipped"]:
+        print(f"Skipped: {plural(len(data['skipped']), 'file')} in formats that are not read "
+              "(findable by name)")  # fmt: skip
     if data["queued"]:
         print(f"Queued: {plural(data['queued'], 'file')} found but not embedded yet (findable "
               "by name; run `index` again to finish)")  # fmt: skip
@@ -321,6 +352,7 @@ def _info(store: Any) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     vectors_by_kind: dict[str, int] = {}
     errors = []
+    skipped = []
     pending = 0
     queued = 0
     for rec in snap.files:
@@ -332,6 +364,8 @@ def _info(store: Any) -> dict[str, Any]:
         vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + len(rec.rows)
         if rec.status == "failed":
             errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
+        elif rec.reason:  # indexed by name only: a format that is not read
+            skipped.append({"path": rec.path, "reason": rec.reason})
         elif rec.status == "pending_chunks":
             pending += 1
     size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
@@ -347,6 +381,7 @@ def _info(store: Any) -> dict[str, Any]:
         "pending": pending,
         "queued": queued,
         "errors": sorted(errors, key=lambda e: e["path"]),
+        "skipped": sorted(skipped, key=lambda e: e["path"]),
         "model": dict(snap.identity),
         "dims": snap.dims,
         "bytes": size,

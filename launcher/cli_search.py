@@ -44,7 +44,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help='print {"results": [...]}')
     out.add_argument("--paths-only", action="store_true", help="print one path per line")
+    p.add_argument(
+        "-0",
+        "--null",
+        action="store_true",
+        help="print paths only, each ended by a NUL byte (for xargs -0): exact paths",
+    )
     p.set_defaults(func=cmd_search)
+
+
+def path_line(path: str) -> str:
+    """A path as one line: a path holding a line break is written with ``\\n``/``\\r``
+    (and ``\\\\`` for a backslash), so each line is one whole result (``--null`` is exact)."""
+    if "\n" not in path and "\r" not in path:
+        return path
+    return path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _date(value: str | None, flag: str) -> datetime | None:
@@ -116,9 +130,12 @@ def cmd_search(args: argparse.Namespace) -> int:
             payload["rerank"] = method
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
-    elif args.paths_only:
+    elif args.paths_only or args.null:
         for h in hits:
-            print(h.path)
+            if args.null:
+                sys.stdout.write(h.path + "\0")
+            else:
+                print(path_line(h.path))
     else:
         if not hits:
             print("no results", file=sys.stderr)

@@ -13,7 +13,10 @@ lets the UI show where the best match is.
 
 Failures raise ``ExtractError`` with a short reason; an empty file is not a failure (it
 gets a name-only card), nor is a video or audio file (name-only: frames are not read).
-pypdfium2 is not thread-safe: call ``extract`` for PDFs from one thread at a time.
+Every file is bounded: a ``Budget`` (time, cancellation) is checked between pages, rows and
+frames, and expanded text, rendered pages and decoded pixels are capped.
+pypdfium2 is not thread-safe: every use of it holds ``PDFIUM_LOCK`` (indexing and the
+page's thumbnails run in different threads).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import math
 import os
 import re
 import struct
+import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 from xml.etree import ElementTree as ET
 
 from .errors import InputError
@@ -53,6 +58,37 @@ class ExtractError(InputError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class Unsupported(ExtractError):
+    """A binary file of a format that is not read: indexed by name and counted as skipped."""
+
+
+TOO_SLOW = "too slow"
+TOO_LARGE = "too large"
+# pdfium keeps global state (and its last error): one thread at a time, in every module.
+PDFIUM_LOCK = threading.RLock()
+THUMB_LOCK_WAIT = 15.0  # seconds a thumbnail waits for pdfium before giving up
+
+
+class Interrupted(Exception):
+    """The run was cancelled while a file was being read (not the file's failure)."""
+
+
+class Budget:
+    """How long one file may take and whether the run was cancelled; ``check()`` is called
+    between pages, rows and frames, so an abandoned extraction stops at its next step."""
+
+    def __init__(self, seconds: float = 0.0, cancel: threading.Event | None = None) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds if seconds > 0 else math.inf
+        self.cancel = cancel
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Interrupted()
+        if time.monotonic() > self.deadline:
+            raise ExtractError(f"{TOO_SLOW} (over {self.seconds:g} s to read)")
 
 
 def estimate_tokens(text: str) -> int:
@@ -197,7 +233,7 @@ def sniff(path: str | os.PathLike[str]) -> Kind | None:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as err:
-        raise ExtractError(_os_reason(err)) from err
+        raise ExtractError(os_reason(err)) from err
     if not head:
         return _EXT_KINDS.get(_ext(path)) or _text_kind(path, "")
     kind = _magic(head)
@@ -332,10 +368,12 @@ def extract(
     kind: Kind | None,
     settings: IndexSettings | None = None,
     count_tokens: TokenCounter = estimate_tokens,
+    budget: Budget | None = None,
     *,
     text_only: bool = False,
 ) -> Extracted:
-    """Read one file into a card and chunks; raises ``ExtractError`` with a short reason.
+    """Read one file into a card and chunks; raises ``ExtractError`` with a short reason
+    (``Unsupported`` for a binary format that is not read).
 
     ``text_only``: just the words (``Extracted.text``), for the full-text index: no token
     counting, no card or chunks, no picture decoded or page rendered.
@@ -343,10 +381,16 @@ def extract(
     path = os.fspath(path)
     settings = settings or IndexSettings()
     if kind is None:
-        raise ExtractError("binary file (unknown format)")
+        expected = _EXT_KINDS.get(_ext(path)) or (
+            "text" if _ext(path) == ".txt" or _text_kind(path, "") != "text" else None
+        )
+        if expected is None:
+            raise Unsupported("unsupported format (binary file)")
+        # Named like a file we read, but it is not one: damaged or mislabelled.
+        raise ExtractError(f"not a readable {expected} file (binary content)")
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
-    doc = _Doc(path, kind, settings, count_tokens, text_only=text_only)
+    doc = _Doc(path, kind, settings, count_tokens, budget or Budget(), text_only=text_only)
     try:
         size = os.stat(path).st_size
         if size == 0:
@@ -356,12 +400,12 @@ def extract(
         if kind == "audio" or (kind == "video" and (settings.video_frames == 0 or not _av())):
             return name_card(path, kind, settings)
         if size > settings.max_file_bytes and kind != "video":  # a video: a few frames read
-            raise ExtractError("larger than the size limit")
+            raise ExtractError(f"{TOO_LARGE} (over the size limit)")
         return _EXTRACTORS[kind](doc)
     except OSError as err:
-        raise ExtractError(_os_reason(err)) from err
+        raise ExtractError(os_reason(err)) from err
     except MemoryError as err:
-        raise ExtractError("too large to extract") from err
+        raise ExtractError(f"{TOO_LARGE} to extract (out of memory)") from err
 
 
 def name_card(
@@ -374,12 +418,14 @@ def name_card(
     """A card with only the name, folder and type: for empty, media and unreadable files."""
     path = os.fspath(path)
     doc = _Doc(path, kind or "text", settings or IndexSettings(), estimate_tokens)
-    label = label or (_type_label(path, kind) if kind else "file")
+    ext = _ext(path)[1:].upper()
+    label = label or (_type_label(path, kind) if kind else f"file ({ext})" if ext else "file")
     text = doc.card_header(label, None)
     return Extracted(kind=kind or "text", card=Piece("card", text, preview=label), chunks=[])
 
 
-def _os_reason(err: OSError) -> str:
+def os_reason(err: OSError) -> str:
+    """A short failure reason for an OS error reading a file."""
     if isinstance(err, PermissionError):
         return "permission denied"
     if isinstance(err, FileNotFoundError):
@@ -441,10 +487,12 @@ class _Doc:
         kind: Kind,
         settings: IndexSettings,
         count: TokenCounter,
+        budget: Budget | None = None,
         *,
         text_only: bool = False,
     ):
         self.path, self.kind, self.s, self.count = path, kind, settings, count
+        self.budget = budget or Budget()
         self.text_only = text_only
         self.name = _clean(os.path.basename(path))
         folder = os.path.dirname(path)
@@ -562,6 +610,7 @@ class _Doc:
         chunks: list[Piece] = []
         i = 0
         while i < len(units):
+            self.budget.check()
             if len(chunks) == max_chunks:
                 return chunks, True
             j, total = i, 0
@@ -776,15 +825,20 @@ def _video(doc: _Doc) -> Extracted:
     except (av.error.FFmpegError, OSError) as err:
         raise ExtractError("not a readable video") from err
     try:
+        doc.budget.check()
         if not container.streams.video:
             raise ExtractError("no video stream")
         stream = container.streams.video[0]
+        width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
+        if width * height > doc.s.max_image_pixels:
+            raise ExtractError(f"{TOO_LARGE} (video frames of {width}×{height} pixels)")
         seconds = float(container.duration / 1_000_000) if container.duration else 0.0
         if not seconds and stream.duration and stream.time_base:
             seconds = float(stream.duration * stream.time_base)
         n = max(1, doc.s.video_frames)
         frames: list[tuple[float, Image.Image]] = []
         for i in range(n):
+            doc.budget.check()
             at = seconds * (i + 0.5) / n
             if stream.time_base:
                 container.seek(int(at / stream.time_base), stream=stream, backward=True)
@@ -856,9 +910,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        im = im.point(lambda v: v / 256).convert("L")  # 16-bit scans: scale, don't clip
+    if im.mode.startswith("I;16") or im.mode == "I":
+        im = _eight_bit(im)  # 16-bit scans: scale, don't clip
     return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grey image as 8-bit "L", its top byte kept. Through
+    NumPy: Pillow's ``point`` refuses big-endian ``I;16B``."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(im).astype(np.int64) >> 8
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
 
 
 def load_image(
@@ -926,47 +990,80 @@ def _blank(img: Image.Image) -> bool:
     return float(high) - float(low) < 8  # type: ignore[arg-type]
 
 
+BLANK_PROBE_PX = 48  # a page is first rendered this small: blank ones cost next to nothing
+
+
+def _render(page: Any, longest: int) -> Image.Image:
+    """One PDF page as RGB, its longer side ``longest`` pixels (caller holds the lock)."""
+    width, height = page.get_size()
+    scale = longest / max(width, height, 1)
+    bitmap = page.render(scale=scale)
+    try:
+        return bitmap.to_pil().convert("RGB")  # a copy: the bitmap's memory is freed below
+    finally:
+        bitmap.close()
+
+
+def _pdf_error(path: str) -> ExtractError:
+    """Why a PDF does not open, from the file itself: pdfium's last error is global, so its
+    message can be the previous file's."""
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            if b"/Encrypt" in tail + block:
+                return ExtractError("password-protected PDF")
+            tail = block[-16:]
+    return ExtractError("corrupt PDF")
+
+
 def _pdf(doc: _Doc) -> Extracted:
     import pypdfium2 as pdfium
 
-    try:
-        pdf = pdfium.PdfDocument(doc.path)
-    except pdfium.PdfiumError as err:
-        if "password" in str(err).lower():
-            raise ExtractError("password-protected PDF") from err
-        raise ExtractError("corrupt PDF") from err
     s = doc.s
     units: list[_Unit] = []
     images: list[Piece] = []
-    chars, truncated = 0, False
+    chars, truncated, renders = 0, False, 0
+    # Blank pages count too: a 5,000-page empty PDF must not render 5,000 pages.
+    max_images = min(s.max_rendered_pages, s.max_chunks)
+    max_renders = 2 * max_images
+    with PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(doc.path)
+        except pdfium.PdfiumError as err:
+            raise _pdf_error(doc.path) from err
     try:
-        pages = len(pdf)
-        title = (pdf.get_metadata_dict().get("Title") or "").strip() or None
+        with PDFIUM_LOCK:
+            pages = len(pdf)
+            title = (pdf.get_metadata_dict().get("Title") or "").strip() or None
         for index in range(pages):
+            doc.budget.check()
             number = index + 1
-            page = pdf[index]
-            try:
-                textpage = page.get_textpage()
-                text = textpage.get_text_bounded()
-                textpage.close()
-                if len(text.strip()) < s.pdf_render_min_chars and not doc.text_only:
-                    if len(images) < min(s.max_rendered_pages, s.max_chunks):
-                        width, height = page.get_size()
-                        scale = s.pdf_render_px / max(width, height, 1)
-                        img = page.render(scale=scale).to_pil().convert("RGB")
-                        if not _blank(img):
-                            caption = f"{doc.name} (page {number})"
-                            if text.strip():  # the little text there is goes with it
-                                caption += "\n" + _clean(text).strip()
-                            images.append(
-                                Piece("chunk", caption, image=img,
-                                      locator=Locator(page=number),
-                                      preview=preview_of(text) or f"page {number} (image)")
-                            )  # fmt: skip
-                    else:
-                        truncated = True
-            finally:
-                page.close()
+            with PDFIUM_LOCK:
+                page = pdf[index]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        text = textpage.get_text_bounded()
+                    finally:
+                        textpage.close()
+                    img = None
+                    if len(text.strip()) < s.pdf_render_min_chars and not doc.text_only:
+                        if len(images) < max_images and renders < max_renders:
+                            renders += 1
+                            if not _blank(_render(page, BLANK_PROBE_PX)):
+                                img = _render(page, s.pdf_render_px)
+                        else:
+                            truncated = True
+                finally:
+                    page.close()
+            if img is not None and not _blank(img):
+                caption = f"{doc.name} (page {number})"
+                if text.strip():  # the little text there is goes with it
+                    caption += "\n" + _clean(text).strip()
+                images.append(
+                    Piece("chunk", caption, image=img, locator=Locator(page=number),
+                          preview=preview_of(text) or f"page {number} (image)")
+                )  # fmt: skip
             if text.strip():  # page numbers locate PDF text; lines within a page do not
                 units.extend(_Unit(line, page=number) for line in text.splitlines())
                 units.append(_Unit("", page=number))  # a page break is a paragraph break
@@ -977,7 +1074,8 @@ def _pdf(doc: _Doc) -> Extracted:
     except pdfium.PdfiumError as err:
         raise ExtractError(f"corrupt PDF ({preview_of(str(err), 60)})") from err
     finally:
-        pdf.close()
+        with PDFIUM_LOCK:
+            pdf.close()
     card_image = None
     if images and not any(u.text.strip() for u in units):
         card_image = images[0].image  # a scan: the first page is the card
@@ -991,6 +1089,37 @@ def _pdf(doc: _Doc) -> Extracted:
         images=images,
         card_image=card_image,
     )
+
+
+def pdf_page_image(source: str | BinaryIO, page: int, longest: int) -> Image.Image | None:
+    """Page ``page`` (1-based) of a PDF (a path, or a file opened by the caller) as RGB
+    (thumbnails), or None when it has no such page or cannot be read. Holds
+    ``PDFIUM_LOCK`` like indexing does."""
+    import pypdfium2 as pdfium
+
+    # Bounded wait: indexing holds the lock a page at a time, but a page stuck in pdfium
+    # must not pile up the page's requests behind it.
+    if not PDFIUM_LOCK.acquire(timeout=THUMB_LOCK_WAIT):
+        return None
+    try:
+        try:
+            pdf = pdfium.PdfDocument(source)
+        except pdfium.PdfiumError:
+            return None
+        try:
+            if not 1 <= page <= len(pdf):
+                return None
+            p = pdf[page - 1]
+            try:
+                return _render(p, longest)
+            finally:
+                p.close()
+        except (pdfium.PdfiumError, ValueError):  # e.g. "Crop exceeds page dimensions"
+            return None
+        finally:
+            pdf.close()
+    finally:
+        PDFIUM_LOCK.release()
 
 
 # --- office documents (zip + XML, text only) ----------------------------------------------
@@ -1025,13 +1154,15 @@ _OFFICE_LABELS = {
     "docx": "Word document", "odt": "text document", "pptx": "presentation",
     "odp": "presentation", "xlsx": "spreadsheet", "ods": "spreadsheet", "epub": "e-book",
 }  # fmt: skip
-_XML_PART_LIMIT = 64 * 1000 * 1000  # decompressed bytes of one XML part (zip bomb guard)
+_XML_PART_LIMIT = 32 * 1000 * 1000  # decompressed bytes of one XML part (zip bomb guard)
+_ODF_SPACES = 64  # <text:s text:c="N"/>: longer runs of spaces say nothing more
 
 
 def _office_format(zf: zipfile.ZipFile) -> str | None:
     names = set(zf.namelist())
     if "mimetype" in names:
-        kind = _ODF_TYPES.get(zf.read("mimetype")[:100].strip())
+        with zf.open("mimetype") as f:
+            kind = _ODF_TYPES.get(f.read(100).strip())  # never the whole (maybe huge) entry
         if kind:
             return kind
     if "[Content_Types].xml" in names:
@@ -1049,14 +1180,14 @@ def _office_format_of(path: str) -> str | None:
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError):
         return None
     except OSError as err:
-        raise ExtractError(_os_reason(err)) from err
+        raise ExtractError(os_reason(err)) from err
 
 
 def _zip_bytes(zf: zipfile.ZipFile, name: str) -> bytes:
     with zf.open(name) as f:
         data = f.read(_XML_PART_LIMIT + 1)
     if len(data) > _XML_PART_LIMIT:
-        raise ExtractError("office document part too large")
+        raise ExtractError(f"{TOO_LARGE} (an office document part expands past the limit)")
     return data
 
 
@@ -1158,7 +1289,8 @@ def _odf_text(el: ET.Element) -> str:
     out = [el.text or ""]
     for child in el:
         if child.tag == f"{_TEXT}s":
-            out.append(" " * int(child.get(f"{_TEXT}c", "1") or 1))
+            count = child.get(f"{_TEXT}c", "1")
+            out.append(" " * min(int(count) if count.isdigit() else 1, _ODF_SPACES))
         elif child.tag == f"{_TEXT}tab":
             out.append("\t")
         elif child.tag == f"{_TEXT}line-break":
@@ -1243,10 +1375,22 @@ def _office(doc: _Doc) -> Extracted:
         raise ExtractError("corrupt office document (bad XML)") from err
     except (zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as err:
         raise ExtractError(f"unreadable office document ({preview_of(str(err), 60)})") from err
+    units, cut = _cap_units(units, doc.s.max_text_bytes)
+    truncated = truncated or cut
     pages = len({u.page for u in units if u.page is not None}) or None
     return doc.document(
         units, label=_OFFICE_LABELS[fmt], title=title, truncated=truncated, pages=pages
     )
+
+
+def _cap_units(units: list[_Unit], limit: int) -> tuple[list[_Unit], bool]:
+    """The units within ``limit`` characters of text, and whether some were left out."""
+    chars = 0
+    for i, unit in enumerate(units):
+        chars += len(unit.text)
+        if chars > limit:
+            return units[:i], True
+    return units, False
 
 
 _EXTRACTORS: dict[str, Callable[[_Doc], Extracted]] = {

@@ -8,33 +8,59 @@ files. Files whose chunks are still
 missing carry the status ``pending_chunks``, so an interrupted run resumes where it
 stopped. Extraction runs in a thread beside the model so the CPU does not wait on disk.
 
-Per-file failures are caught by type (``InputError``, which includes ``ExtractError`` and
-``ImageError``), recorded with their reason, and never touch another file's vectors.
+Reading one file (hash, sniff, extract) is the per-file boundary: whatever it raises
+(``ExtractError``, an ``OSError``, or any exception from pypdfium2, Pillow, PyAV, the zip and
+XML readers) becomes that file's failure with the exception's type and message as reason, its
+traceback goes to the log, and the run goes on. Our own programming errors are not input
+problems: with ``LAUNCHER_STRICT=1`` (the test suite sets it) they propagate instead. Each
+extraction has a time budget; one that overruns is abandoned (see ``_Worker``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin on 3.10
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
-from .extract import Extracted, ExtractError, Kind, Piece, extract, name_card, sniff
+from .extract import (
+    TOO_SLOW,
+    Budget,
+    Extracted,
+    ExtractError,
+    Interrupted,
+    Kind,
+    Piece,
+    Unsupported,
+    extract,
+    name_card,
+    os_reason,
+    sniff,
+)
 from .fulltext import FullText, TextDoc
 from .inputs import Embedder, EmbedInput
 from .store import FileRecord, RunStats, Status, Store, content_hash
 from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
+
+log = logging.getLogger("launcher")
 
 CARD_BATCH = 8  # cards embedded per engine call (text cards share a decode)
 PREFETCH = 4  # files extracted ahead of the model
 CHUNK_SLICE = 4  # a long file's chunks per engine call (one packed decode), then progress
 WORDS_COMMIT_FILES = 500  # full-text writes grouped per transaction: files...
 WORDS_COMMIT_SECONDS = 2.0  # ...or seconds, whichever comes first
+ABANDON_GRACE = 5.0  # seconds past its budget before an extraction is abandoned
+CHUNK_CACHE_BYTES = 64 * 1000 * 1000  # chunks kept from tier 1 for tier 2 (no second read)
+STRICT_ENV = "LAUNCHER_STRICT"
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,7 @@ class Report:
     tokens: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unsupported: int = 0  # binary files of formats not read: indexed by name, in ``skipped``
     interrupted: bool = False
 
     def to_json(self) -> dict[str, object]:
@@ -84,16 +111,87 @@ class Report:
             "reused": self.reused,
             "tokens": self.tokens,
             "interrupted": self.interrupted,
+            "unsupported": self.unsupported,
             "errors": [{"path": p, "reason": r} for p, r in self.errors],
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
         }
 
 
 @dataclass
+class _Prepared:
+    """What the extraction thread made of one file."""
+
+    digest: str | None
+    kind: Kind | None
+    result: Extracted | InputError
+
+
+@dataclass
 class _Job:
     entry: FileEntry
     is_new: bool
-    future: Future[tuple[str | None, Extracted | InputError]] | None = None
+    future: Future[_Prepared] | None = None
+    started: float = 0.0  # when the extraction thread took it up (monotonic)
+
+
+def _file_failure(err: Exception, path: str) -> ExtractError:
+    """The per-file boundary for an exception no reader anticipated: the file's failure,
+    with the traceback in the log. Our own bugs propagate under ``LAUNCHER_STRICT=1``."""
+    if _our_bug(err):
+        if os.environ.get(STRICT_ENV) == "1":
+            raise err
+        # a user's run goes on, but this one is ours to fix: say so on stderr too
+        log.warning("internal error reading %s (please report it)", path, exc_info=err)
+    else:
+        log.info("reading %s failed", path, exc_info=err)
+    return ExtractError(failure_reason(err))
+
+
+class _Worker:
+    """One daemon thread that runs extractions in order.
+
+    An extraction over its time budget is abandoned: a fresh worker takes the queue and the
+    old thread is left to stop at its extraction's next ``Budget.check`` (between pages,
+    rows, frames). A thread is cheaper than a subprocess per file (no interpreter start, no
+    tokenizer to load, no pickling of decoded images) and can leak CPU only while stuck in
+    one native call, which the caps on pages and pixels keep short. Daemon, so a thread
+    stuck in native code never holds up the process's exit.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="extract", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # handed to the waiting thread, raised there
+                future.set_exception(err)
+
+    def stop(self, wait: float = 0.0) -> None:
+        """Cancel what has not started; let the running task end on its own."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        self._queue.put(None)
+        if wait:
+            self._thread.join(timeout=wait)
 
 
 class Indexer:
@@ -121,10 +219,13 @@ class Indexer:
         self.cancel = cancel or threading.Event()
         self._retry_failed = False
         self.report: Report | None = None  # the current (or last) run's, also if it was cut short
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract")
+        self._worker = _Worker()
+        self._chunk_cache: dict[str, tuple[str, Extracted]] = {}
+        self._chunk_cache_bytes = 0
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._worker.stop(wait=2.0)
+        self._chunk_cache.clear()
         if self.text is not None:
             self.text.close()
 
@@ -231,8 +332,11 @@ class Indexer:
                             report.removed += 1
                 continue
             report.files += 1
-            if self.store.unchanged(entry.path, entry.size, entry.mtime_ns) is not None:
+            known = self.store.unchanged(entry.path, entry.size, entry.mtime_ns)
+            if known is not None:
                 report.unchanged += 1
+                if known.status == "pending_chunks":  # e.g. a batch that failed midway
+                    pending.append(entry.path)
                 continue
             jobs.append(_Job(entry, is_new=self._is_new(entry.path)))
         self._queue(jobs)
@@ -278,7 +382,9 @@ class Indexer:
                 break
             if timer.done % 50 == 0:
                 self.on_progress(timer.progress("words", entry.path))
-            docs.append(self._text_doc(entry))
+            doc = self._text_doc(entry)
+            if doc is not None:
+                docs.append(doc)
             timer.finish()
             if len(docs) >= WORDS_COMMIT_FILES or time.monotonic() - flushed > WORDS_COMMIT_SECONDS:
                 self._put_words(docs)
@@ -293,16 +399,23 @@ class Indexer:
                 self.text.put(doc)
         docs.clear()
 
-    def _text_doc(self, entry: FileEntry) -> TextDoc:
-        """The file's words; an unreadable file is kept by name (the cards tier records why)."""
+    def _text_doc(self, entry: FileEntry) -> TextDoc | None:
+        """The file's words; an unreadable file is kept by name (the cards tier records
+        why). None when the run was stopped meanwhile (the next run reads it)."""
         kind: Kind | None = None
         layer = None
+        budget = Budget(self._budget_seconds(entry.path), self.cancel)
         try:
             kind = sniff(entry.path)
             if kind is not None:
-                layer = extract(entry.path, kind, self.settings, text_only=True).text
+                layer = extract(entry.path, kind, self.settings, budget=budget,
+                                text_only=True).text  # fmt: skip
+        except Interrupted:
+            return None
         except (InputError, OSError):
             pass  # recorded as this file's failure by the cards tier, with its reason
+        except Exception as err:
+            _file_failure(err, entry.path)  # logged (or raised, if it is our own bug)
         if layer is None:  # a picture, a video, or unreadable: findable by its name
             return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, "")
         return TextDoc(entry.path, entry.size, entry.mtime_ns, kind, layer.body, layer.spans)
@@ -330,30 +443,82 @@ class Indexer:
 
     # -- tier 1: cards ----------------------------------------------------------------
 
-    def _prepare(self, entry: FileEntry) -> tuple[str | None, Extracted | InputError]:
-        """Runs in the extraction thread: hash, sniff and extract one file."""
+    def _prepare(self, job: _Job) -> _Prepared:
+        """Runs in the extraction thread: hash, sniff and extract one file. The per-file
+        boundary (see the module docstring)."""
+        job.started = time.monotonic()
+        entry = job.entry
+        digest: str | None = None
+        kind: Kind | None = None
+        budget = Budget(self._budget_seconds(entry.path), self.cancel)
+
+        def count_tokens(text: str) -> int:
+            budget.check()  # an abandoned extraction stops here, before the engine is used
+            return self._count_tokens(text)
+
         try:
             digest = content_hash(entry.path)
-        except OSError as err:
-            return None, ExtractError(f"cannot read: {err.strerror or err}")
-        try:
-            return digest, extract(entry.path, sniff(entry.path), self.settings, self._count_tokens)
+            kind = sniff(entry.path)
+            ex = extract(entry.path, kind, self.settings, count_tokens, budget)
+            return _Prepared(digest, kind, ex)
         except InputError as err:
-            return digest, err
+            return _Prepared(digest, kind, err)
         except OSError as err:
-            return digest, ExtractError(f"cannot read: {err.strerror or err}")
+            return _Prepared(digest, kind, ExtractError(os_reason(err)))
+        except Interrupted:
+            return _Prepared(digest, kind, ExtractError("interrupted"))
+        except Exception as err:
+            return _Prepared(digest, kind, _file_failure(err, entry.path))
+
+    def _budget_seconds(self, path: str) -> float:
+        """The time budget of one file; ``--retry-failed`` lifts it for files that failed
+        as too slow (Ctrl+C still stops them)."""
+        if self._retry_failed:
+            rec = self.store.get(path)
+            if (
+                rec is not None
+                and rec.status == "failed"
+                and (rec.reason or "").startswith(TOO_SLOW)
+            ):
+                return 0.0
+        return self.settings.max_seconds_per_file
+
+    def _start(self, job: _Job) -> None:
+        if job.future is None or job.future.cancelled():
+            job.future = self._worker.submit(lambda: self._prepare(job))
 
     def _prefetched(self, jobs: list[_Job]) -> Iterator[_Job]:
         """Yield jobs in order with their extraction started ``PREFETCH`` files ahead."""
         for i, job in enumerate(jobs):
             for ahead in jobs[i : i + PREFETCH + 1]:
-                if ahead.future is None:
-                    ahead.future = self._pool.submit(self._prepare, ahead.entry)
+                self._start(ahead)
             yield job
+
+    def _result(self, job: _Job) -> _Prepared | None:
+        """The job's extraction, waited for in short steps: None once the run is cancelled
+        (Ctrl+C answers at once); a "too slow" failure when it overruns its budget (the
+        worker is then replaced, see ``_Worker``)."""
+        while True:
+            self._start(job)  # again if an abandoned worker cancelled it
+            assert job.future is not None
+            try:
+                return job.future.result(timeout=0.1)
+            except FutureTimeout:
+                pass
+            if self.cancel.is_set():
+                return None
+            budget = self._budget_seconds(job.entry.path)
+            if budget and job.started and time.monotonic() - job.started > budget + ABANDON_GRACE:
+                log.info("reading %s: abandoned after %.0f s", job.entry.path, budget)
+                self._worker.stop()
+                self._worker = _Worker()
+                job.future = None
+                reason = f"{TOO_SLOW} (over {budget:g} s to read)"
+                return _Prepared(None, None, ExtractError(reason))
 
     def _cards(self, jobs: list[_Job], report: Report, pending_chunks: list[str]) -> None:
         timer = _Rate(len(jobs))
-        batch: list[tuple[_Job, str, Extracted]] = []
+        batch: list[tuple[_Job, str, Extracted, str | None]] = []
 
         def flush() -> None:
             if batch:
@@ -365,24 +530,39 @@ class Indexer:
         for job in self._prefetched(jobs):
             if self.cancel.is_set():
                 break
-            assert job.future is not None
-            digest, result = job.future.result()
+            prepared = self._result(job)
             job.future = None  # free the extracted content
+            if prepared is None:
+                break
             entry = job.entry
+            digest, result = prepared.digest, prepared.result
             self.on_progress(timer.progress("cards", entry.path))
-            if digest is not None and self._same_content(entry, digest, report):
+            if digest is not None and self._same_content(entry, digest, report, pending_chunks):
                 timer.finish()
                 continue
-            if isinstance(result, InputError):
-                self._fail(entry, digest, str(result), report, job.is_new)
+            skip_reason = None
+            if isinstance(result, Unsupported):
+                # Not a failure: a format we do not read. Findable by its name.
+                skip_reason = result.reason
+                result = name_card(entry.path, None, self.settings)
+            elif isinstance(result, InputError):
                 timer.finish()
+                if not os.path.lexists(entry.path):  # deleted since the walk: not a failure
+                    if self.store.get(entry.path) is not None:
+                        self._drop_words([entry.path])
+                        self.store.remove(entry.path)
+                        report.removed += 1
+                    continue
+                self._fail(entry, digest, str(result), report, job.is_new, kind=prepared.kind)
                 continue
-            batch.append((job, digest or "", result))
+            batch.append((job, digest or "", result, skip_reason))
             if len(batch) >= CARD_BATCH or result.card.image is not None:
                 flush()
         flush()
 
-    def _same_content(self, entry: FileEntry, digest: str, report: Report) -> bool:
+    def _same_content(
+        self, entry: FileEntry, digest: str, report: Report, pending_chunks: list[str]
+    ) -> bool:
         """Skip the model when the content is already indexed: same file touched, or a
         moved/renamed/copied file (vectors reused by content hash)."""
         old = self.store.get(entry.path)
@@ -392,6 +572,8 @@ class Indexer:
         if old is not None and old.content_hash == digest and not retry:
             self.store.touch(entry.path, entry.size, entry.mtime_ns)
             report.unchanged += 1
+            if old.status == "pending_chunks":  # its chunks are still to come
+                pending_chunks.append(entry.path)
             return True
         source = self.store.lookup_by_hash(digest)
         if source is not None and source.status != "failed" and source.rows:
@@ -406,15 +588,17 @@ class Indexer:
 
     def _embed_cards(
         self,
-        batch: list[tuple[_Job, str, Extracted]],
+        batch: list[tuple[_Job, str, Extracted, str | None]],
         report: Report,
         pending_chunks: list[str],
         timer: _Rate,
     ) -> None:
         outcomes = self.embedder.embed_each(
-            [self._input(ex.card, job.entry.path) for job, _, ex in batch]
+            [self._input(ex.card, job.entry.path, ex.kind) for job, _, ex, _ in batch]
         )
-        for (job, digest, ex), vec in zip(batch, outcomes, strict=True):
+        if self.cancel.is_set():
+            return  # maybe cut short inside the engine: these files are redone next run
+        for (job, digest, ex, skip_reason), vec in zip(batch, outcomes, strict=True):
             entry = job.entry
             tokens = _piece_tokens(ex.card, self._count_tokens, self.settings.image_pixel_budget)
             report.tokens += tokens
@@ -427,8 +611,9 @@ class Indexer:
                 path=entry.path,
                 size=entry.size,
                 mtime_ns=entry.mtime_ns,
-                kind=ex.kind,
+                kind=None if skip_reason else ex.kind,
                 status=status,
+                reason=skip_reason,  # an "ok" record with a reason: skipped, found by name
                 content_hash=digest,
                 preview=ex.card.preview,
                 title=ex.title,
@@ -436,16 +621,20 @@ class Indexer:
             self.store.put(record, [ex.card], np.asarray(vec)[None, :])
             if ex.chunks:
                 pending_chunks.append(entry.path)
-            if job.is_new:
+                self._keep_chunks(entry.path, digest, ex)
+            if skip_reason:
+                report.skipped.append((entry.path, skip_reason))
+                report.unsupported += 1
+            elif job.is_new:
                 report.added += 1
             else:
                 report.updated += 1
 
-    def _input(self, piece: Piece, path: str) -> EmbedInput:
+    def _input(self, piece: Piece, path: str, kind: Kind | None) -> EmbedInput:
         """A piece as engine input; without an mmproj, pictures are left out (their text
         and the file's name remain)."""
         if piece.image is not None and not self.embedder.supports_images:
-            text = piece.text or name_card(path, _safe_sniff(path), self.settings).card.text
+            text = piece.text or name_card(path, kind, self.settings).card.text
             return EmbedInput(text=text)
         return piece.to_input()
 
@@ -460,9 +649,10 @@ class Indexer:
         kind: Kind | None = None,
     ) -> None:
         """Record a failure. The file stays findable by its name when that can be embedded."""
+        if self.cancel.is_set():
+            return  # the run is stopping (the engine too): the next run records it
         report.failed += 1
         report.errors.append((entry.path, reason))
-        kind = kind or _safe_sniff(entry.path)
         card = name_card(entry.path, kind, self.settings, label=None).card
         out = self.embedder.embed_each([card.to_input()])[0]
         if isinstance(out, InputError):
@@ -491,7 +681,14 @@ class Indexer:
         for path in todo:
             rec = self.store.get(path)
             assert rec is not None
-            jobs.append(_Job(FileEntry(path, rec.size, rec.mtime_ns, ""), is_new=False))
+            job = _Job(FileEntry(path, rec.size, rec.mtime_ns, ""), is_new=False)
+            kept = self._kept_chunks(rec)
+            if kept is not None:  # read in tier 1 and unchanged since: no second read
+                job.future = Future()
+                job.future.set_result(kept)
+            jobs.append(job)
+        self._chunk_cache.clear()
+        self._chunk_cache_bytes = 0
         # A file's chunk work grows with its size up to max_chunks (~4 bytes a token): the
         # ETA weighs files by that, not one file like another.
         cap = self.settings.max_chunks * self.settings.chunk_tokens * 4
@@ -499,16 +696,22 @@ class Indexer:
         for job in self._prefetched(jobs):
             if self.cancel.is_set():
                 break
-            assert job.future is not None
-            digest, result = job.future.result()
+            prepared = self._result(job)
             job.future = None
+            if prepared is None:
+                break
+            digest, result = prepared.digest, prepared.result
             path = job.entry.path
             rec = self.store.get(path)
             if rec is None or digest != rec.content_hash or isinstance(result, InputError):
                 # Changed or unreadable since its card was embedded: the next run redoes it.
                 timer.finish()
                 continue
-            outcomes = self._embed_chunks(result.chunks, path, timer, report)
+            # A few chunks per engine call: progress inside a long file, and Ctrl+C is
+            # answered between them; a file cut short stays pending_chunks for the next run.
+            outcomes = self._embed_chunks(result.chunks, path, result.kind, timer, report)
+            if outcomes is None:
+                return
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):
@@ -521,14 +724,17 @@ class Indexer:
             self.store.maybe_commit()
 
     def _embed_chunks(
-        self, chunks: Sequence[Piece], path: str, timer: _Rate, report: Report
-    ) -> list[np.ndarray | InputError]:
-        """A long file's chunks, ``CHUNK_SLICE`` at a time, reporting progress inside it."""
+        self, chunks: Sequence[Piece], path: str, kind: Kind | None, timer: _Rate, report: Report
+    ) -> list[np.ndarray | InputError] | None:
+        """A long file's chunks, ``CHUNK_SLICE`` at a time, reporting progress inside it;
+        None when the run was cancelled meanwhile."""
         outcomes: list[np.ndarray | InputError] = []
         for start in range(0, len(chunks), CHUNK_SLICE):
             self.on_progress(timer.progress("chunks", path, start, len(chunks)))
             part = chunks[start : start + CHUNK_SLICE]
-            outcomes += self.embedder.embed_each([self._input(c, path) for c in part])
+            outcomes += self.embedder.embed_each([self._input(c, path, kind) for c in part])
+            if self.cancel.is_set():
+                return None
             for piece in part:
                 tokens = _piece_tokens(piece, self._count_tokens, self.settings.image_pixel_budget)
                 report.tokens += tokens
@@ -538,6 +744,28 @@ class Indexer:
     def _needs_chunks(self, path: str) -> bool:
         rec = self.store.get(path)
         return rec is not None and rec.status == "pending_chunks"
+
+    def _keep_chunks(self, path: str, digest: str, ex: Extracted) -> None:
+        """Keep a long file's chunks for tier 2 while they fit in ``CHUNK_CACHE_BYTES``."""
+        size = sum(
+            len(c.text or "") + (c.image.width * c.image.height * 3 if c.image else 0)
+            for c in ex.chunks
+        )
+        if self._chunk_cache_bytes + size <= CHUNK_CACHE_BYTES:
+            self._chunk_cache[path] = (digest, ex)
+            self._chunk_cache_bytes += size
+
+    def _kept_chunks(self, rec: FileRecord) -> _Prepared | None:
+        kept = self._chunk_cache.get(rec.path)
+        if kept is None or kept[0] != rec.content_hash:
+            return None
+        try:
+            st = os.stat(rec.path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
+            return None  # changed since tier 1: read it again
+        return _Prepared(kept[0], kept[1].kind, kept[1])
 
 
 class _Rate:
@@ -591,11 +819,25 @@ def _piece_tokens(piece: Piece, count: Callable[[str], int], max_pixels: int) ->
     return tokens
 
 
-def _safe_sniff(path: str) -> Kind | None:
-    try:
-        return sniff(path)
-    except OSError:
-        return None
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_BUG_TYPES = (AssertionError, NameError, AttributeError, TypeError, ImportError)
+
+
+def _our_bug(err: BaseException) -> bool:
+    """A programming error raised in launcher's own code (not in a library reading input)."""
+    if not isinstance(err, _BUG_TYPES):
+        return False
+    tb, last = err.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and os.path.dirname(last.tb_frame.f_code.co_filename) == _PACKAGE_DIR
+
+
+def failure_reason(err: BaseException) -> str:
+    """``"ValueError: Crop exceeds page dimensions"``: the type and the first line."""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    name = type(err).__name__
+    return f"{name}: {message[:200]}" if message else name
 
 
 def _expand_dirs(paths: Iterable[str]) -> Iterator[str]:

@@ -7,6 +7,7 @@ Python first and raised as a typed error instead.
 
 from __future__ import annotations
 
+import _thread
 import collections
 import ctypes
 import os
@@ -26,16 +27,57 @@ _LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
 _log_state = {"verbose": False, "installed": False}
 _log_lock = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
+INTERRUPT_AGAIN_S = 0.05  # see _on_log
 # Below this many tokens, splitting off the last token costs more than the skipped
 # vocabulary projection saves (bench/run.py).
 LAST_ONLY_MIN = 48
 
 
 def _on_log(level: int, text: bytes | None, _user: Any) -> None:
-    line = (text or b"").decode("utf-8", "replace")
-    _LOG_LINES.append(line)
-    if _log_state["verbose"]:
-        sys.stderr.write(line)
+    try:
+        line = (text or b"").decode("utf-8", "replace")
+        _LOG_LINES.append(line)
+        if _log_state["verbose"]:
+            sys.stderr.write(line)
+    except KeyboardInterrupt:
+        # ctypes drops exceptions raised in a callback (with "Exception ignored" noise).
+        # Ask for the interrupt again a moment later, from another thread: raised now, it
+        # would land in this callback again; later, it lands in Python code once the
+        # native call returns (or in a later callback, which asks again).
+        timer = threading.Timer(INTERRUPT_AGAIN_S, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
+
+
+# Ctrl+C during a command: llama_decode stops between graph nodes once this byte is set.
+# The abort callback is libc's ``strlen`` over it (true iff the byte is not zero): no
+# Python runs per graph node (no GIL to take, no exception to lose in a callback).
+_ABORT_FLAG = ctypes.create_string_buffer(2)
+_abort_state: dict[str, Any] = {}
+
+
+def request_abort() -> None:
+    """Make every decode in this process stop early (its batch fails): for Ctrl+C only."""
+    _ABORT_FLAG[0] = b"\x01"
+
+
+def _abort_callback() -> Any:
+    """The C abort callback, made once; None where no C library's strlen can be found."""
+    if "callback" not in _abort_state:
+        import llama_cpp.llama_cpp as ll
+
+        try:
+            libc = ctypes.CDLL(None) if os.name != "nt" else ctypes.cdll.msvcrt
+            _abort_state["callback"] = ctypes.cast(libc.strlen, ll.ggml_abort_callback)
+        except (OSError, AttributeError):
+            _abort_state["callback"] = None
+    return _abort_state["callback"]
+
+
+def _watch_abort(ctx_ptr: Any) -> None:
+    callback = _abort_callback()
+    if callback is not None:
+        _backend().llama_set_abort_callback(ctx_ptr, callback, ctypes.addressof(_ABORT_FLAG))
 
 
 def set_verbose(verbose: bool) -> None:
@@ -218,6 +260,7 @@ class Context:
                 f"cells): {recent_log() or 'out of memory?'}"
             )
         self.ptr = ptr
+        _watch_abort(ptr)
         self.n_ctx = int(ll.llama_n_ctx(ptr))
         self.n_batch = int(ll.llama_n_batch(ptr))
         self.n_ctx_seq = self.n_ctx // shape.n_seq

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, BinaryIO
@@ -57,7 +58,10 @@ class LocalService:
         if watch and not self.readonly and self.store.roots:
             own = str(self.store.directory)
             self.watcher = Watcher(
-                list(self.store.roots), self.apply_changes, ignore=lambda p: p.startswith(own)
+                list(self.store.roots),
+                self.apply_changes,
+                ignore=lambda p: p.startswith(own),
+                on_give_up=self._give_up,
             )
         self.ready = threading.Event()
         if warm:
@@ -129,6 +133,9 @@ class LocalService:
     def status(self) -> IndexStatus:
         base = self.searcher.status()
         message = self.message
+        w = self.watcher
+        if w is not None and w.started and (w.problem or not w.alive):
+            message = w.status  # not "watching" while it retries a failure or has stopped
         p = self._progress
         if self._indexing.is_set() and p is not None and p.total:
             message = f"indexing: {p.phase} {p.done}/{p.total}"
@@ -186,6 +193,18 @@ class LocalService:
                     )  # fmt: skip
             finally:
                 self._done_indexing()
+
+    def _give_up(self, path: str, reason: str) -> None:
+        """The watcher's last word on a path whose updates keep failing: record it as
+        failed (findable by name; ``index --retry-failed`` tries again) so it leaves the
+        queue and nothing else waits behind it."""
+        with self._write_lock:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return  # gone: nothing to record
+            self.store.mark_failed(path, reason, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            self.store.commit()
 
     def _done_indexing(self) -> None:
         """Between indexing runs the page only answers queries (their own engine): give
@@ -254,17 +273,6 @@ def _video_frame(path: str, settings: Any) -> Any:
 
 
 def _pdf_page(source: BinaryIO, page: int) -> Any:
-    import pypdfium2 as pdfium
+    from .extract import pdf_page_image
 
-    try:
-        pdf = pdfium.PdfDocument(source)
-    except pdfium.PdfiumError:
-        return None
-    try:
-        if not 1 <= page <= len(pdf):
-            return None
-        p = pdf[page - 1]
-        width, height = p.get_size()
-        return p.render(scale=512 / max(width, height, 1)).to_pil().convert("RGB")
-    finally:
-        pdf.close()
+    return pdf_page_image(source, page, 512)  # under the lock indexing also holds

@@ -105,6 +105,9 @@ class IndexSettings:
     pdf_render_px: int = 1024  # longer side of a rendered PDF page
     max_rendered_pages: int = 16
     video_frames: int = 4  # frames read from a video, evenly spread (0: name only)
+    # Reading one file (not embedding it) may take this long before it is abandoned as
+    # "too slow" (0: no limit); `index --retry-failed` retries such files without it.
+    max_seconds_per_file: float = 120.0
     commit_every_files: int = 64
     commit_every_seconds: float = 30.0
 

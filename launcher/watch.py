@@ -21,10 +21,13 @@ from .walk import plural
 log = logging.getLogger("launcher")
 
 POLL_INTERVAL = 30.0  # seconds between scans when the OS has no file watches left
+GIVE_UP = 3  # failed batches before a path is retried alone; it is dropped if it fails again
+MAX_BACKOFF = 300.0  # seconds: the longest wait before retrying a failed batch
 
 
 class Watcher:
-    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches."""
+    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches; a path
+    whose batches keep failing is handed to ``on_give_up(path, reason)`` and dropped."""
 
     def __init__(
         self,
@@ -35,6 +38,7 @@ class Watcher:
         max_delay: float = 10.0,
         poll_interval: float | None = None,
         ignore: Callable[[str], bool] | None = None,
+        on_give_up: Callable[[str, str], None] | None = None,
     ) -> None:
         self.roots = list(roots)
         self.on_changes = on_changes
@@ -42,8 +46,13 @@ class Watcher:
         self.max_delay = max_delay
         self.poll_interval = POLL_INTERVAL if poll_interval is None else poll_interval
         self.ignore = ignore or (lambda p: False)
+        self.on_give_up = on_give_up  # (path, reason): a path that keeps failing
         self.message = ""
+        self.problem = ""  # the last failure while it is being retried
         self.polling = False
+        self._failures: dict[str, int] = {}
+        self._errors = 0
+        self._retry_at = 0.0
         self._pending: dict[str, None] = {}
         self._first = 0.0
         self._last = 0.0
@@ -121,6 +130,9 @@ class Watcher:
         return self.message
 
     def _loop(self) -> None:
+        """Hand over batches until stopped. Never dies: a failed batch is logged, kept and
+        retried with a growing delay; after ``GIVE_UP`` failures its paths are retried one
+        at a time, and a path that still fails goes to ``on_give_up`` and leaves the queue."""
         while not self._stop.is_set():
             self._wake.wait(timeout=self.debounce)
             self._wake.clear()
@@ -128,25 +140,86 @@ class Watcher:
                 if not self._pending:
                     continue
                 now = time.monotonic()
+                if now < self._retry_at:
+                    continue
                 quiet = now - self._last >= self.debounce
                 overdue = now - self._first >= self.max_delay
                 if not (quiet or overdue):
                     continue
-                batch = list(self._pending)
+                paths = list(self._pending)
                 self._pending.clear()
+            # Paths that failed GIVE_UP times go alone, so one bad file holds up no other.
+            suspects = [p for p in paths if self._failures.get(p, 0) >= GIVE_UP]
+            rest = [p for p in paths if self._failures.get(p, 0) < GIVE_UP]
+            for batch in ([rest] if rest else []) + [[p] for p in suspects]:
+                if self._stop.is_set():
+                    self._keep(batch)
+                    continue
+                self._hand_over(batch)
+
+    def _hand_over(self, batch: list[str]) -> None:
+        try:
+            self.on_changes(batch)
+        except Exception as err:
+            reason = (
+                f"{type(err).__name__}: {err}" if not isinstance(err, LauncherError) else str(err)
+            )
+            log.warning("updating the index failed (%s); will retry", reason, exc_info=err)
+            tries = self._failures.get(batch[0], 0) + 1
+            if len(batch) == 1 and tries > GIVE_UP and self._give_up(batch[0], reason):
+                return
+            for path in batch:
+                self._failures[path] = self._failures.get(path, 0) + 1
+            self._errors += 1
+            delay = min(self.max_delay * 2 ** (self._errors - 1), MAX_BACKOFF)
+            self.problem = f"updating the index failed ({reason}); retrying in {delay:.0f} s"
+            with self._lock:
+                self._retry_at = time.monotonic() + delay
+            self._keep(batch)
+        else:
+            for path in batch:
+                self._failures.pop(path, None)
+            self._errors = 0
+            self.problem = ""
+
+    def _keep(self, batch: list[str]) -> None:
+        with self._lock:
+            for path in batch:
+                self._pending.setdefault(path, None)
+            if batch:
+                self._first = self._last = time.monotonic()
+        self._wake.set()
+
+    def _give_up(self, path: str, reason: str) -> bool:
+        """Drop ``path`` once ``on_give_up`` has recorded it. If recording fails too, the
+        trouble is not this file (a full disk, say): keep it and go on retrying."""
+        if self.on_give_up is not None:
             try:
-                self.on_changes(batch)
-            except (LauncherError, OSError) as err:
-                # e.g. the disk is full at commit: keep the paths and try again later
-                log.warning("updating the index failed (%s); will retry", err)
-                with self._lock:
-                    for path in batch:
-                        self._pending.setdefault(path, None)
-                    self._first = self._last = time.monotonic()
-                self._stop.wait(self.max_delay)
-            except BaseException:
-                self.message = "stopped watching after an internal error (see the log)"
-                raise
+                self.on_give_up(path, reason)
+            except Exception as err:
+                log.warning("could not record %s as failed: %s", path, err, exc_info=err)
+                return False
+        log.warning("gave up on %s after %d tries: %s", path, GIVE_UP + 1, reason)
+        self._failures.pop(path, None)
+        self._errors = 0
+        self.problem = ""
+        return True
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def alive(self) -> bool:
+        """True while changes are being picked up and handed over."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
+    @property
+    def status(self) -> str:
+        """One line for the page: watching, retrying after a failure, or not watching."""
+        if not self.alive:
+            return "not watching for changes (restart launch to resume)"
+        return self.problem or self.message
 
     def flush(self) -> None:
         """Hand over pending changes now (tests, shutdown)."""

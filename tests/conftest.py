@@ -19,12 +19,15 @@ MODEL_ENV_VARS = (
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """LAUNCHER_HOME in a temp dir, model env vars cleared, the Hugging Face hub offline."""
+    """LAUNCHER_HOME in a temp dir, model env vars cleared, the Hugging Face hub offline,
+    strict about our own bugs."""
     home = tmp_path / "launcher-home"
     monkeypatch.setenv("LAUNCHER_HOME", str(home))
     for name in MODEL_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Our own programming errors propagate out of the per-file boundary (launcher.indexer).
+    monkeypatch.setenv("LAUNCHER_STRICT", "1")
     # Discovery must not pick up GGUF files a developer keeps in the checkout's models/.
     empty_models = tmp_path / "repo-models"
     monkeypatch.setattr(paths, "repo_models_dir", lambda: empty_models)

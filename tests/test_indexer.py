@@ -77,7 +77,9 @@ def messy_tree(root: Path) -> dict[str, Path]:
     return good
 
 
-BAD = {"truncated.png", "cut.jpg", "fake.jpg", "junk.bin", "nul.txt"}
+# Named like files we read but damaged: failed. A binary format we do not read: skipped.
+BAD = {"truncated.png", "cut.jpg", "fake.jpg", "nul.txt"}
+UNSUPPORTED = {"junk.bin"}
 
 
 def test_messy_tree_reports_exactly_the_bad_files(models_env, tmp_path, capsys):
@@ -87,13 +89,18 @@ def test_messy_tree_reports_exactly_the_bad_files(models_env, tmp_path, capsys):
     failed = {os.path.basename(e["path"]) for e in report["errors"]}
     assert failed == BAD
     assert report["failed"] == len(BAD)
-    assert report["files"] == len(good) + len(BAD) + 1  # + big.jpg
+    assert report["unsupported"] == len(UNSUPPORTED)
+    skipped = {os.path.basename(e["path"]): e["reason"] for e in report["skipped"]}
+    assert skipped["junk.bin"].startswith("unsupported format")
+    assert report["files"] == len(good) + len(BAD) + len(UNSUPPORTED) + 1  # + big.jpg
     info = run_json(capsys, "info")
     paths_in_index = {e["path"] for e in info["errors"]}
     assert {os.path.basename(p) for p in paths_in_index} == BAD
+    assert {os.path.basename(e["path"]) for e in info["skipped"]} == UNSUPPORTED
     store = Store.open(default_dir(), identity=None, dims=None, writable=False)
     indexed = {r.path for r in store.files()}
     store.close()
+    assert str(root / "junk.bin") in indexed  # findable by its name
     assert str(good["latin"]) in indexed
     assert not any("node_modules" in p or "/.git/" in p for p in indexed)
     # a bad file never shifts vectors: every ok file has its own rows, distinct per file
