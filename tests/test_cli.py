@@ -168,7 +168,11 @@ def test_a_document_the_reranker_cannot_read_is_shown_unscored(
     pic = root / "harbour.png"
     Image.new("RGB", (64, 48), (20, 60, 200)).save(pic)
     assert run(capsys, "index", str(root), "--json")[0] == 0
-    pic.write_bytes(b"no longer a picture")  # the reranker reads pictures afresh
+    # Same size and mtime, other bytes: still "the file indexed" for the reads the server
+    # allows (launcher/indexed.py), but the reranker, which reads pictures afresh, cannot.
+    before = pic.stat()
+    pic.write_bytes(b"x" * before.st_size)
+    os.utime(pic, ns=(before.st_atime_ns, before.st_mtime_ns))
     monkeypatch.setenv("LAUNCHER_RERANKER_MMPROJ", str(models_env.mmproj))
     code, out, err = run(
         capsys, "search", "harbour boats", "--rerank", "--reranker", str(models_env.rank), "--json"

@@ -279,12 +279,15 @@ def test_watched_folder_receives_the_bad_files_and_keeps_indexing(models_env, tm
             (root / name).write_bytes(make())
         (root / "after.txt").write_text("a note written after the bad files")
 
-        def recorded() -> bool:
+        def recorded() -> bool:  # present and done (new files are queued by name first)
             snap = svc.store.snapshot()
             names = {os.path.basename(r.path): r.status for r in snap.files}
-            return all(n in names for n in [*FAILING, *INDEXED, "after.txt"])
+            wanted = [*FAILING, *INDEXED, "after.txt"]
+            return all(names.get(n, "queued") != "queued" for n in wanted) and not (
+                svc.status().indexing
+            )
 
-        assert _wait_for(recorded)
+        assert _wait_for(recorded, timeout=60.0)
         snap = svc.store.snapshot()
         state = {os.path.basename(r.path): r.status for r in snap.files}
         assert {n for n, s in state.items() if s == "failed"} == set(FAILING)
