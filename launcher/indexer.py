@@ -130,6 +130,25 @@ class Indexer:
         started_ns = time.time_ns()
         report = Report()
         self._retry_failed = retry_failed
+        try:
+            self._run(roots, retry_failed, report)
+        except BaseException:
+            # Ctrl+C (or a fatal error) mid-run: what was done is recorded as an
+            # interrupted run; the caller commits it with the work done so far.
+            report.interrupted = True
+            self._record(report, started, started_ns)
+            raise
+        if self.cancel.is_set():
+            report.interrupted = True
+        self._record(report, started, started_ns)
+        if self.store.staged and not report.interrupted:
+            self.store.finish_rebuild()  # the rebuilt index replaces the old one now
+        else:
+            self.store.commit()
+        self.on_progress(Progress("done", report.files, report.files))
+        return report
+
+    def _run(self, roots: Sequence[str], retry_failed: bool, report: Report) -> None:
         self.store.set_roots(roots)
         self.store.begin_sweep()
         jobs: list[_Job] = []
@@ -157,25 +176,27 @@ class Indexer:
         self._queue(jobs)
         self._cards(jobs, report, pending_chunks)
         self._chunks(pending_chunks, report)
-        if self.cancel.is_set():
-            report.interrupted = True
-        else:
+        if not self.cancel.is_set():
             report.removed = len(self.store.sweep())
+
+    def _record(self, report: Report, started: float, started_ns: int) -> None:
+        """The run's stats go into the next commit (``info`` shows them as "Last run")."""
         report.seconds = time.monotonic() - started
-        self.store.stats = RunStats(
-            started_ns=started_ns,
-            finished_ns=time.time_ns(),
-            seen=report.files,
-            indexed=report.added + report.updated,
-            unchanged=report.unchanged,
-            reused=report.reused,
-            failed=report.failed,
-            removed=report.removed,
-            problems=len(report.skipped),
+        self.store.set_stats(
+            RunStats(
+                started_ns=started_ns,
+                finished_ns=time.time_ns(),
+                seen=report.files,
+                indexed=report.added + report.updated,
+                unchanged=report.unchanged,
+                reused=report.reused,
+                failed=report.failed,
+                removed=report.removed,
+                problems=len(report.skipped),
+                interrupted=report.interrupted,
+                queued=sum(1 for r in self.store.files() if r.status == "queued"),
+            )
         )
-        self.store.commit()
-        self.on_progress(Progress("done", report.files, report.files))
-        return report
 
     def update_paths(self, paths: Iterable[str]) -> Report:
         """Apply changes to specific paths (the watcher's events) through the same code

@@ -1,30 +1,37 @@
 """The back end ``launch`` serves: search, rerank, status, re-index, thumbnails, watching.
 
-The launch process owns the index as its one writer: the watcher's batches and the
-re-index button go through the same ``Indexer`` code path as ``launcher.py index``. Queries
-run on a fork of the embedding engine (same weights, own context), so a search never waits
-for an indexing batch. When another process is indexing, the service opens the index
-read-only, follows its commits, and leaves the watching to that process.
+The index has one writer at a time, and ``launch`` is a writer only while it applies a
+change: the watcher's batches and the re-index button take the index's lock for one
+operation (``_writing``) and go through the same ``Indexer`` code path as
+``launcher.py index``. Between them, CLI commands (``index``, ``remove``, ``clear``,
+``index --rebuild``) write as they please; when one holds the lock, the batch waits for it
+(the page shows that run's commits as they land) and then takes over. A follower thread
+notices commits made by others (a new manifest), reloads the search snapshot, and watches
+the roots the index has now. Queries run on a fork of the embedding engine (same weights,
+own context), so a search never waits for an indexing batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .app import App
-from .errors import LauncherError, StoreError
+from .errors import IndexBusy, LauncherError, StoreError
 from .indexer import Indexer, Progress
 from .query import Hit, IndexStatus, Query
 from .search import Searcher
-from .store import MANIFEST, Snapshot
+from .store import MANIFEST, Snapshot, Store
 from .watch import Watcher
 
 log = logging.getLogger("launcher")
+
+FOLLOW_INTERVAL = 1.0  # seconds between checks for commits made by other processes
 
 
 class LocalService:
@@ -33,39 +40,33 @@ class LocalService:
     def __init__(self, app: App, *, watch: bool = True, warm: bool = False) -> None:
         self.app = app
         self._write_lock = threading.Lock()  # one writer operation at a time
+        self._reload_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._closing = threading.Event()
         self._indexing = threading.Event()
         self._progress: Progress | None = None
-        self.message = ""
-        self.readonly = False
-        try:
-            self.store = app.open_store(writable=True)
-        except StoreError as err:
-            if "in progress" not in str(err):
-                raise
-            self.store = app.open_store(writable=False)
-            self.readonly = True
-            self.message = "another indexing run is in progress; showing its results as they land"
-        self._manifest_mtime = self._manifest_stamp()
+        self.message = ""  # the watcher's state, or why the model could not load
+        self._notice = ""  # transient: waiting for another writer, the index was deleted
+        self._watch = watch
+        # Read-only between writes: the lock is taken per operation (``_writing``).
+        self.store = app.open_store(writable=False)
+        self._stamp = self._manifest_stamp()
         self._query_engine: Any = None
         self.searcher = Searcher(
             self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings
         )
         self.watcher: Watcher | None = None
-        if watch and not self.readonly and self.store.roots:
-            own = str(self.store.directory)
-            self.watcher = Watcher(
-                list(self.store.roots), self.apply_changes, ignore=lambda p: p.startswith(own)
-            )
+        self._follower = threading.Thread(target=self._follow, name="index-follow", daemon=True)
         self.ready = threading.Event()
         if warm:
             threading.Thread(target=self._warm_up, name="warm-up", daemon=True).start()
         else:
-            self._start_watcher()
+            self._start_following()
             self.ready.set()
 
-    def _start_watcher(self) -> None:
-        if self.watcher is not None:
-            self.message = self.watcher.start()
+    def _start_following(self) -> None:
+        self._sync_watcher()
+        self._follower.start()
 
     def _warm_up(self) -> None:
         """Off the request path: load the model, cache the query prompt's prefix, and start
@@ -74,11 +75,12 @@ class LocalService:
             self.message = "loading the model…"
             self.searcher.query_vector(Query(text="warm up"), self.store.dims)
             self.message = ""
-            self._start_watcher()
         except LauncherError as err:
             self.message = f"the model could not load: {err}"
             log.warning("%s", self.message)
+            self._watch = False  # batches would fail the same way
         finally:
+            self._start_following()
             self.ready.set()
 
     # -- engine and snapshots ---------------------------------------------------------
@@ -89,21 +91,118 @@ class LocalService:
             self._query_engine = self.app.embedder().fork()
         return self._query_engine
 
-    def _manifest_stamp(self) -> int:
+    def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        """What changes when anyone commits (manifest.json is replaced by a rename)."""
         try:
-            return (self.store.directory / MANIFEST).stat().st_mtime_ns
+            st = (self.store.directory / MANIFEST).stat()
         except OSError:
-            return 0
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> None:
+        """Follow commits made by other processes: reload when the manifest changed."""
+        stamp = self._manifest_stamp()
+        if stamp == self._stamp:
+            return
+        with self._reload_lock:
+            stamp = self._manifest_stamp()
+            if stamp == self._stamp:
+                return
+            try:
+                store = self.app.open_store(writable=False)
+            except StoreError as err:
+                # e.g. rebuilt with another model: keep showing the last snapshot
+                self._stamp = stamp
+                self._notice = f"the index changed and cannot be shown: {err}; restart launch"
+                log.warning("%s", self._notice)
+                return
+            old, self.store, self._stamp = self.store, store, stamp
+            old.close()
+            if stamp is None and not store.directory.is_dir():
+                self._notice = (
+                    "the index was deleted; run `launcher.py index FOLDER` to make a new one"
+                )
+            else:
+                self._notice = ""
 
     def _snapshot(self) -> Snapshot:
-        if self.readonly:
-            stamp = self._manifest_stamp()
-            if stamp != self._manifest_mtime:  # the other process committed: follow it
-                self._manifest_mtime = stamp
-                old = self.store
-                self.store = self.app.open_store(writable=False)
-                old.close()
+        self._refresh()
         return self.store.snapshot()
+
+    def _follow(self) -> None:
+        """Pick up other processes' commits and roots even while nobody searches."""
+        while not self._closing.wait(FOLLOW_INTERVAL):
+            try:
+                self._refresh()
+                self._sync_watcher()
+            except (LauncherError, OSError) as err:
+                log.warning("following the index failed: %s", err)
+
+    def _sync_watcher(self) -> None:
+        """Watch the roots the index has now (``index DIR``, ``remove`` or ``clear`` in
+        another process change them)."""
+        if not self._watch:
+            return
+        with self._watch_lock:
+            if self._closing.is_set():
+                return
+            roots = list(self.store.snapshot().roots)
+            if roots == (self.watcher.roots if self.watcher is not None else []):
+                return
+            if self.watcher is not None:
+                self.watcher.stop()
+                self.watcher = None
+                self.message = ""
+            if not roots:
+                return
+            own = str(self.store.directory)
+            watcher = Watcher(roots, self.apply_changes, ignore=lambda p: p.startswith(own))
+            try:
+                self.message = watcher.start()
+            except OSError as err:
+                watcher.stop()
+                self.message = f"cannot watch {', '.join(roots)}: {err}"
+                log.warning("%s", self.message)
+                return
+            self.watcher = watcher
+
+    # -- writing ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Store | None]:
+        """The index open for writing, for one operation; ``None`` if there is no index
+        (deleted: it is not recreated behind the user's back) or the service is closing.
+        While another process holds the lock this waits, showing why."""
+
+        def wait(busy: IndexBusy) -> bool:
+            self._notice = (
+                f"another indexing run is in progress (pid {busy.pid}); showing its "
+                "results as they land"
+            )
+            return not self._closing.is_set()
+
+        with self._write_lock:
+            try:
+                store = self.app.open_store(writable=True, role="launch", wait=wait, create=False)
+            except IndexBusy:
+                yield None  # closing
+                return
+            except StoreError:
+                if self.store.directory.is_dir():
+                    raise
+                yield None  # the index folder is gone: nothing to update
+                return
+            finally:
+                if self._notice.startswith("another indexing run"):
+                    self._notice = ""
+            try:
+                yield store
+            finally:
+                stamp = self._manifest_stamp()  # under the lock: these are our commits
+                store.close()
+                with self._reload_lock:
+                    old, self.store, self._stamp = self.store, store, stamp
+                old.close()
 
     # -- SearchService ----------------------------------------------------------------
 
@@ -119,7 +218,7 @@ class LocalService:
 
     def status(self) -> IndexStatus:
         base = self.searcher.status()
-        message = self.message
+        message = self._notice or self.message
         p = self._progress
         if self._indexing.is_set() and p is not None and p.total:
             message = f"indexing: {p.phase} {p.done}/{p.total}"
@@ -133,39 +232,42 @@ class LocalService:
         )
 
     def reindex(self) -> None:
-        if self.readonly:
-            raise LauncherError("another process is indexing; wait for it to finish")
         if self._indexing.is_set():
             return
         threading.Thread(target=self._reindex, name="reindex", daemon=True).start()
 
     def _reindex(self) -> None:
-        with self._write_lock:
-            self._indexing.set()
-            try:
-                indexer = self._indexer()
+        try:
+            with self._writing() as store:
+                if store is None or not store.roots:
+                    return
+                self._indexing.set()
                 try:
-                    indexer.run(list(self.store.roots))
+                    indexer = self._indexer(store)
+                    try:
+                        indexer.run(list(store.roots))
+                    finally:
+                        indexer.close()
                 finally:
-                    indexer.close()
-            except LauncherError as err:
-                self.message = f"re-index failed: {err}"
-                log.warning("re-index failed: %s", err)
-            finally:
-                self._done_indexing()
+                    self._done_indexing()
+        except LauncherError as err:
+            self.message = f"re-index failed: {err}"
+            log.warning("re-index failed: %s", err)
 
-    def _indexer(self) -> Indexer:
-        return self.app.indexer(self.store, on_progress=self._on_progress)
+    def _indexer(self, store: Store) -> Indexer:
+        return self.app.indexer(store, on_progress=self._on_progress)
 
     def _on_progress(self, p: Progress) -> None:
         self._progress = p
 
     def apply_changes(self, paths: list[str]) -> None:
         """The watcher's batches: the same code path as an ``index`` run."""
-        with self._write_lock:
+        with self._writing() as store:
+            if store is None:
+                return
             self._indexing.set()
             try:
-                indexer = self._indexer()
+                indexer = self._indexer(store)
                 try:
                     report = indexer.update_paths(paths)
                 finally:
@@ -209,9 +311,13 @@ class LocalService:
         return buf.getvalue()
 
     def close(self) -> None:
+        self._closing.set()  # a batch waiting for another writer gives up
         self.ready.wait(timeout=60)
-        if self.watcher is not None:
-            self.watcher.stop()
+        if self._follower.is_alive():
+            self._follower.join(timeout=5)
+        with self._watch_lock:
+            if self.watcher is not None:
+                self.watcher.stop()
         with self._write_lock:
             if self._query_engine is not None:
                 self._query_engine.close()

@@ -203,13 +203,10 @@ class RunStats:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunStats:
         types = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(
-            **{
-                k: bool(v) if types[k] == "bool" else int(v)
-                for k, v in data.items()
-                if k in types
-            }
-        )
+        values: dict[str, Any] = {
+            k: bool(v) if types[k] == "bool" else int(v) for k, v in data.items() if k in types
+        }
+        return cls(**values)
 
 
 class PieceLike(Protocol):
@@ -578,7 +575,9 @@ class Store:
             )
 
     def close(self) -> None:
-        """Release the lock. Uncommitted changes are dropped, as a kill would drop them."""
+        """Release the lock. Uncommitted changes are dropped, as a kill would drop them;
+        the last snapshot stays readable, but nothing more can be written."""
+        self.writable = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
