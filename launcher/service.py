@@ -147,24 +147,26 @@ class LocalService:
             if self._closing.is_set():
                 return
             roots = list(self.store.snapshot().roots)
-            if roots == (self.watcher.roots if self.watcher is not None else []):
+            old = self.watcher
+            if roots == (old.roots if old is not None else []):
                 return
-            if self.watcher is not None:
-                self.watcher.stop()
-                self.watcher = None
-                self.message = ""
-            if not roots:
-                return
-            own = str(self.store.directory)
-            watcher = Watcher(roots, self.apply_changes, ignore=lambda p: p.startswith(own))
-            try:
-                self.message = watcher.start()
-            except OSError as err:
-                watcher.stop()
-                self.message = f"cannot watch {', '.join(roots)}: {err}"
-                log.warning("%s", self.message)
-                return
-            self.watcher = watcher
+            self.watcher = None
+            self.message = ""
+            if roots:
+                own = str(self.store.directory)
+                watcher = Watcher(roots, self.apply_changes, ignore=lambda p: p.startswith(own))
+                try:
+                    self.message = watcher.start()
+                    self.watcher = watcher
+                except OSError as err:
+                    watcher.stop()
+                    self.message = f"cannot watch {', '.join(roots)}: {err}"
+                    log.warning("%s", self.message)
+            if old is not None:
+                # The new watcher is running: changes the old one saw but had not handed
+                # over yet are applied now, not lost with it.
+                old.stop()
+                old.flush()
 
     # -- writing ----------------------------------------------------------------------
 
