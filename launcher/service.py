@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .app import App
-from .errors import IndexBusy, LauncherError, StoreError
+from .errors import IndexBusy, IndexMismatch, LauncherError, StoreError
 from .indexer import Indexer, Progress
 from .query import Hit, IndexStatus, Query
 from .search import Searcher
@@ -188,6 +188,11 @@ class LocalService:
                 store = self.app.open_store(writable=True, role="launch", wait=wait, create=False)
             except IndexBusy:
                 yield None  # closing
+                return
+            except IndexMismatch as err:
+                # rebuilt with another model by another process: this one cannot add to it
+                self._notice = f"the index changed and cannot be updated: {err}; restart launch"
+                yield None
                 return
             except StoreError:
                 if self.store.directory.is_dir():

@@ -526,7 +526,7 @@ class Store:
                     path.mkdir(parents=True, exist_ok=True)
                 elif not path.is_dir():
                     raise StoreError(f"there is no index in {path}")
-                store._acquire_lock(role, wait)
+                store._acquire_lock(role, wait, create)
             except OSError as err:
                 raise StoreError(f"cannot open the index folder {path}: {err}") from err
         try:
@@ -536,9 +536,13 @@ class Store:
             raise
         return store
 
-    def _acquire_lock(self, role: str, wait: Callable[[IndexBusy], bool] | None) -> None:
+    def _acquire_lock(
+        self, role: str, wait: Callable[[IndexBusy], bool] | None, create: bool
+    ) -> None:
         lock = self.directory / LOCK
         while True:
+            if create:  # (again: it may have been deleted while we waited)
+                self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if os.name == "nt":
