@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .errors import IndexBusy, IndexMismatch, LauncherError, StoreError
 from .indexer import Indexer, Progress
 from .query import Hit, IndexStatus, Query
 from .search import Searcher
-from .store import MANIFEST, Snapshot, Store
+from .store import MANIFEST, REBUILD, Snapshot, Store
 from .watch import Watcher
 
 log = logging.getLogger("launcher")
@@ -51,6 +51,11 @@ class LocalService:
         # Read-only between writes: the lock is taken per operation (``_writing``).
         self.store = app.open_store(writable=False)
         self._stamp = self._manifest_stamp()
+        # The store of our last write, closed clean, and the stamp it left: reused for the
+        # next write when nobody committed in between (no re-read of the whole index).
+        self._writer: Store | None = None
+        self._written: Any = None
+        self._active = False  # an operation is writing: ``self.store`` is its writer
         self._query_engine: Any = None
         self.searcher = Searcher(
             self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings
@@ -91,13 +96,17 @@ class LocalService:
             self._query_engine = self.app.embedder().fork()
         return self._query_engine
 
-    def _manifest_stamp(self) -> tuple[int, int, int] | None:
-        """What changes when anyone commits (manifest.json is replaced by a rename)."""
-        try:
-            st = (self.store.directory / MANIFEST).stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def _manifest_stamp(self) -> tuple[tuple[int, int, int] | None, ...] | None:
+        """What changes when anyone commits (manifests are replaced by a rename); None when
+        there is no index."""
+        stamps: list[tuple[int, int, int] | None] = []
+        for name in (MANIFEST, REBUILD):
+            try:
+                st = (self.store.directory / name).stat()
+                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps) if stamps[0] is not None else None
 
     def _refresh(self) -> None:
         """Follow commits made by other processes: reload when the manifest changed."""
@@ -106,8 +115,8 @@ class LocalService:
             return
         with self._reload_lock:
             stamp = self._manifest_stamp()
-            if stamp == self._stamp:
-                return
+            if stamp == self._stamp or self._active:
+                return  # (while we write, the writer's own snapshots are the newest)
             try:
                 store = self.app.open_store(writable=False)
             except StoreError as err:
@@ -185,7 +194,7 @@ class LocalService:
 
         with self._write_lock:
             try:
-                store = self.app.open_store(writable=True, role="launch", wait=wait, create=False)
+                store = self._open_writer(wait)
             except IndexBusy:
                 yield None  # closing
                 return
@@ -202,14 +211,31 @@ class LocalService:
             finally:
                 if self._notice.startswith("another indexing run"):
                     self._notice = ""
+            with self._reload_lock:  # searches see the writer's commits as they land
+                old, self.store, self._active = self.store, store, True
+            if old is not store:
+                old.close()
+            clean = False
             try:
                 yield store
+                clean = not store.uncommitted
             finally:
                 stamp = self._manifest_stamp()  # under the lock: these are our commits
                 store.close()
                 with self._reload_lock:
-                    old, self.store, self._stamp = self.store, store, stamp
-                old.close()
+                    self._stamp, self._active = stamp, False
+                self._writer, self._written = (store, stamp) if clean else (None, None)
+
+    def _open_writer(self, wait: Callable[[IndexBusy], bool]) -> Store:
+        """Our last writer again if the index is as it left it, else the index from disk."""
+        cached = self._writer
+        self._writer = None
+        if cached is not None and self._manifest_stamp() == self._written:
+            cached.relock("launch", wait)
+            if self._manifest_stamp() == self._written:  # nobody committed before we locked
+                return cached
+            cached.close()
+        return self.app.open_store(writable=True, role="launch", wait=wait, create=False)
 
     # -- SearchService ----------------------------------------------------------------
 

@@ -570,6 +570,18 @@ class Store:
             self._lock_fd = fd
             return
 
+    def relock(self, role: str = "index", wait: Callable[[IndexBusy], bool] | None = None) -> None:
+        """Write again with a store closed after its last commit, without reading the index
+        again (``launch`` between its updates). The caller checks that nobody committed
+        in between (``manifest.json`` and ``rebuild.json`` unchanged)."""
+        if self._changes or self._pending:
+            raise RuntimeError("relock() of a store closed with uncommitted changes")
+        try:
+            self._acquire_lock(role, wait, create=False)
+        except OSError as err:
+            raise StoreError(f"cannot open the index folder {self.directory}: {err}") from err
+        self.writable = True
+
     def _check_lock(self) -> None:
         """Before a commit: the lock held is still the index folder's lock file."""
         if self._lock_fd is not None and not _same_file(self._lock_fd, self.directory / LOCK):

@@ -423,3 +423,29 @@ def test_an_interrupted_run_is_recorded_with_its_counts(models_env, tmp_path, ca
     assert main(["index"]) == 0
     run = info_json(capsys)["last_run"]
     assert not run["interrupted"] and run["queued"] == 0
+
+
+def test_launch_reuses_its_writer_only_while_nobody_else_committed(models_env, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    tree(a, 3)
+    tree(b, 3, "paper")
+    assert main(["index", str(a)]) == 0
+    app = App.create()
+    svc = LocalService(app, watch=False)
+    try:
+        (a / "one.txt").write_text("first change")
+        svc.apply_changes([str(a / "one.txt")])
+        first = svc._writer
+        (a / "two.txt").write_text("second change")
+        svc.apply_changes([str(a / "two.txt")])
+        assert first is not None and svc._writer is first  # not read again from disk
+        assert main(["index", str(b)]) == 0  # another process commits in between...
+        (a / "three.txt").write_text("third change")
+        svc.apply_changes([str(a / "three.txt")])
+        assert svc._writer is not first  # ...so the next write starts from the disk
+        assert svc.is_indexed(str(b / "paper000.txt"))
+    finally:
+        svc.close()
+        app.close()
+    _, files = read_index()  # nothing the other process committed was lost
+    assert set(files) == {str(p) for p in [*a.iterdir(), *b.iterdir()]} and all(files.values())
