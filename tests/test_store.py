@@ -557,6 +557,13 @@ with Store.open(d, identity={"m": 1}, dims=8, commit_every_files=3) as s:
 """
 
 
+def _generation(d: Path) -> int:
+    try:
+        return int(json.loads((d / MANIFEST).read_bytes())["generation"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_kill_9_mid_run_keeps_every_commit(tmp_path: Path) -> None:
     """A writer process killed at arbitrary moments: every reopen gets a whole generation
@@ -572,8 +579,9 @@ def test_kill_9_mid_run_keeps_every_commit(tmp_path: Path) -> None:
     for delay in (0.3, 0.45, 0.6, 0.75):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(d), str(start)], env=env)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (d / MANIFEST).exists():
+            # (once this writer has committed: its start-up time depends on the load)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _generation(d) <= last_generation:
                 time.sleep(0.02)
             time.sleep(delay)
         finally:
