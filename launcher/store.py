@@ -1345,8 +1345,9 @@ def _write_atomic(path: Path, raw: bytes) -> None:
 def _holder(fd: int) -> IndexBusy:
     """Who holds the lock, from the lock file's "<pid> <role>" line."""
     try:
-        words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-    except (OSError, AttributeError):  # no pread on Windows
+        os.lseek(fd, 0, os.SEEK_SET)
+        words = os.read(fd, 64).decode("ascii", "replace").split()
+    except OSError:  # (Windows: the holder's locked byte cannot be read)
         words = []
     pid = int(words[0]) if words and words[0].isdigit() else None
     return IndexBusy(pid, words[1] if len(words) > 1 else None)
