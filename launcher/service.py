@@ -119,11 +119,15 @@ class LocalService:
                 return  # (while we write, the writer's own snapshots are the newest)
             try:
                 store = self.app.open_store(writable=False)
-            except StoreError as err:
-                # e.g. rebuilt with another model: keep showing the last snapshot
+            except IndexMismatch as err:
+                # rebuilt with another model: keep showing the last snapshot
                 self._stamp = stamp
                 self._notice = f"the index changed and cannot be shown: {err}; restart launch"
                 log.warning("%s", self._notice)
+                return
+            except StoreError as err:
+                # (raced a writer's commit and clean-up: the next look reads it again)
+                log.info("could not follow the index yet: %s", err)
                 return
             old, self.store, self._stamp = self.store, store, stamp
             old.close()

@@ -178,9 +178,11 @@ def test_cli_commands_work_while_launch_runs_and_its_watcher_writes(models_env, 
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         assert json.loads(out)["added"] >= 20  # and fresh files the watcher had not done yet
-        assert wait_for(lambda: all(svc.indexed(p) for p in fresh)), [
-            p.name for p in fresh if not svc.indexed(p)
-        ]
+        assert wait_for(lambda: all(svc.indexed(p) for p in fresh)), (
+            [p.name for p in fresh if not svc.indexed(p)],
+            svc.ask("status"),
+            svc.close(),
+        )
         assert all(svc.indexed(p) for p in b.iterdir())  # the CLI's commits, followed
         _, files = read_index()
         assert set(files) == {str(p) for p in [*a.iterdir(), *b.iterdir()]}
