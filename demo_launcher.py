@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from launcher.cli_index import TerminalProgress
     from launcher.sample import build_sample
 
-    app = App.create(model=args.model, mmproj=args.mmproj, reranker=args.reranker)
-    app.index_dir = paths.data_dir() / "demo" / "index"
+    app = App.create(model=args.model, mmproj=args.mmproj, reranker=args.reranker,
+                     index_dir=paths.data_dir() / "demo" / "index")  # fmt: skip
     sample = build_sample(paths.data_dir() / "demo" / "sample")
     print(f"demo: sample folder {sample}", file=sys.stderr)
     print(f"demo: model {app.model_path.name}; indexing (the first time loads the model)…",

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .embedder import Embedder, ModelIdentity, model_identity
+from .errors import IndexBusy, IndexMismatch, LauncherError, ModelError
 from .fulltext import FullText, FullTextUnavailable
 from .indexer import Indexer, Progress
-from .models import ResolvedModels, resolve
+from .models import REMEMBERED, ResolvedModels, resolve
 from .reranker import Reranker
-from .store import Store
+from .store import Store, read_models
 from .walk import IndexSettings, load_settings
 
 log = logging.getLogger("launcher")
@@ -48,13 +49,17 @@ class App:
         threads: int | None = None,
         verbose: bool = False,
         roles: tuple[str, ...] = ("embedding",),
+        index_dir: Path | None = None,
+        remember: bool = True,
     ) -> App:
+        """``remember``: without a flag, env var or config naming a model, use the files
+        the index was built with (models.json) before discovery."""
         models = resolve(
             model=model, mmproj=mmproj, reranker=reranker, reranker_mmproj=reranker_mmproj,
-            roles=roles,
+            roles=roles, remembered=read_models(index_dir) if remember else None,
         )  # fmt: skip
         return cls(models=models, settings=load_settings(), threads=threads or models.threads,
-                   verbose=verbose, reranker_path=reranker)  # fmt: skip
+                   verbose=verbose, index_dir=index_dir, reranker_path=reranker)  # fmt: skip
 
     @property
     def model_path(self) -> Path:
@@ -65,17 +70,56 @@ class App:
             self.model_path, self.models.mmproj, max_pixels=self.settings.image_pixel_budget
         )
 
-    def open_store(self, *, writable: bool = True, rebuild: bool = False) -> Store:
+    def open_store(
+        self,
+        *,
+        writable: bool = True,
+        rebuild: bool = False,
+        role: str = "index",
+        wait: Callable[[IndexBusy], bool] | None = None,
+        create: bool = True,
+    ) -> Store:
+        """The index for these models (``Store.open``); a writer remembers the model files
+        in it, so later commands need no flags."""
         identity = self.identity()
-        return Store.open(
-            self.index_dir,
-            identity=identity,
-            dims=identity.dims,
-            rebuild=rebuild,
-            writable=writable,
-            commit_every_files=self.settings.commit_every_files,
-            commit_every_seconds=self.settings.commit_every_seconds,
-        )
+        mmproj = self.models.mmproj
+        try:
+            return Store.open(
+                self.index_dir,
+                identity=identity,
+                dims=identity.dims,
+                rebuild=rebuild,
+                writable=writable,
+                commit_every_files=self.settings.commit_every_files,
+                commit_every_seconds=self.settings.commit_every_seconds,
+                role=role,
+                wait=wait,
+                create=create,
+                model_files={
+                    "model": str(self.model_path.absolute()),
+                    "mmproj": str(mmproj.absolute()) if mmproj else None,
+                },
+            )
+        except IndexMismatch as err:
+            if self.models.sources.get("model") == REMEMBERED:
+                raise  # the index's own files with other settings: the message says which
+            need = err.old.get("model_file")
+            raise IndexMismatch(
+                f"{err}; or, to keep this index, use the model it was built with ({need}) "
+                f"instead of {self.model_path} (from {self.models.sources.get('model')})",
+                err.old,
+                err.new,
+            ) from None
+
+    def check_model(self) -> None:
+        """Load the embedding model and embed one input: a broken or wrong file fails here,
+        before anything touches the index."""
+        try:
+            self.embedder().embed(["launcher model check"])
+        except ModelError:
+            raise
+        except LauncherError as err:
+            raise ModelError(f"the model {self.model_path} cannot embed: {err}") from None
 
     def open_text(self, store: Store, *, writable: bool | None = None) -> FullText | None:
         """The full-text index beside ``store`` (a writer only if the store is one); None

@@ -11,10 +11,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from .errors import LauncherError, StoreError
+from .errors import IndexBusy, LauncherError, StoreError
 from .fulltext import FullText, FullTextUnavailable
 from .walk import human_size, plural
 
@@ -165,6 +165,24 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02}:{s:02}" if h else f"{m}:{s:02}"
 
 
+def _lock_waiter() -> Callable[[IndexBusy], bool]:
+    """How CLI writers meet a held lock: they wait for a running ``launch`` (it holds the
+    lock only while it applies a change) and give up on another ``index`` run."""
+    told = False
+
+    def wait(busy: IndexBusy) -> bool:
+        nonlocal told
+        if busy.role != "launch":
+            return False
+        if not told:
+            print(f"launcher: the running launch (pid {busy.pid}) is updating the index; "
+                  "waiting for it…", file=sys.stderr)  # fmt: skip
+            told = True
+        return True
+
+    return wait
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     progress = TerminalProgress()
     made: list[Any] = []  # the indexer once made: its report outlives an interrupted run
@@ -174,7 +192,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         progress.close()  # first, so no half-drawn bar is left before the message
         _print_partial(args, made, started, interrupted=True)
-        print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+        print(_resume_hint(made), file=sys.stderr)
         return 130
     except Exception as err:  # still raised (one line, exit 1): `--json` readers see it too
         progress.close()
@@ -188,17 +206,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     else:
         _print_summary(report)
     if report.interrupted:
-        print("launcher: interrupted; run `index` again to resume", file=sys.stderr)
+        print(_resume_hint(made), file=sys.stderr)
         return 130
     return 0
 
 
+def _resume_hint(made: list[Any]) -> str:
+    if made and made[0].store.staged:
+        return ("launcher: interrupted; the old index is unchanged and still in use; run "
+                "`index --rebuild` again to resume the rebuild")  # fmt: skip
+    return "launcher: interrupted; run `index` again to resume"
+
+
 def _run_index(args: argparse.Namespace, progress: TerminalProgress, made: list[Any]) -> Any:
     with _app(args) as app:
-        store = app.open_store(rebuild=args.rebuild)
+        if args.rebuild:
+            app.check_model()  # a broken model fails here, before the index is touched
+        store = app.open_store(rebuild=args.rebuild, wait=_lock_waiter())
         try:
             if store.recovered:
                 print(f"launcher: warning: {store.recovered}", file=sys.stderr)
+            if store.staged:
+                again = " (resuming the interrupted one)" if store.resumed else ""
+                print(f"launcher: building the new index beside the old one{again}; the old "
+                      "one stays in use until it is done", file=sys.stderr)  # fmt: skip
             added = [os.path.abspath(os.path.expanduser(p)) for p in args.paths]
             for path in added:
                 if not os.path.exists(path):
@@ -297,7 +328,8 @@ def _open_existing(args: argparse.Namespace, *, writable: bool) -> Any:
     folder = default_dir()
     if not index_exists(folder):
         return None
-    return Store.open(folder, identity=None, dims=None, writable=writable)
+    wait = _lock_waiter() if writable else None
+    return Store.open(folder, identity=None, dims=None, writable=writable, wait=wait)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -320,7 +352,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"No index yet (it will live in {data['index']}). Run `launcher.py index FOLDER`.")
         return 0
     print(f"Index: {data['index']} ({human_size(data['bytes'])})")
-    print(f"Model: {data['model'].get('model_file')} ({data['dims']} dims)")
+    where = data["model_files"].get("model") or data["model"].get("model_file")
+    print(f"Model: {where} ({data['dims']} dims)")
     print("Roots:")
     for root in data["roots"]:
         print(f"  {root}")
@@ -336,8 +369,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     if data["last_run"]:
         run = data["last_run"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["finished_ns"] / 1e9))
-        print(f"Last run: {when}, {run['indexed']} indexed, {run['removed']} removed, "
-              f"{run['failed']} failed")  # fmt: skip
+        if run.get("interrupted"):
+            print(f"Last run: {when}, interrupted after {run['indexed']} indexed, "
+                  f"{run['failed']} failed; run `launcher.py index` again to finish")  # fmt: skip
+        else:
+            print(f"Last run: {when}, {run['indexed']} indexed, {run['unchanged']} unchanged, "
+                  f"{run['removed']} removed, {run['failed']} failed")  # fmt: skip
+    if data.get("rebuild_pending"):
+        print("A rebuild was interrupted: run `launcher.py index --rebuild` to finish it (the "
+              "index above stays in use until then)")  # fmt: skip
     for err in data["errors"][:50]:
         print(f"  failed: {err['path']}: {err['reason']}")
     if len(data["errors"]) > 50:
@@ -347,6 +387,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _info(store: Any) -> dict[str, Any]:
     import dataclasses
+
+    from .store import REBUILD, read_models
 
     snap = store.snapshot()
     kinds: dict[str, int] = {}
@@ -386,6 +428,12 @@ def _info(store: Any) -> dict[str, Any]:
         "dims": snap.dims,
         "bytes": size,
         "last_run": dataclasses.asdict(snap.stats) if snap.stats else None,
+        "model_files": {
+            k: v
+            for k, v in (read_models(store.directory) or {}).items()
+            if k in ("model", "mmproj")
+        },
+        "rebuild_pending": (store.directory / REBUILD).exists(),
     }
 
 
@@ -429,9 +477,13 @@ def cmd_clear(args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             print("kept the index", file=sys.stderr)
             return 1
-    store = _open_existing(args, writable=True)  # takes the lock: not while indexing
-    if store is not None:
-        store.close()
-    shutil.rmtree(folder)
+    # Deleted under the lock (not while indexing; a running launch finishes its update
+    # first and then finds no index, rather than half of one).
+    store = _open_existing(args, writable=True)
+    try:
+        shutil.rmtree(folder)
+    finally:
+        if store is not None:
+            store.close()
     print(f"deleted {folder}", file=sys.stderr)
     return 0

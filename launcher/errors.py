@@ -68,3 +68,22 @@ class DownloadError(LauncherError):
 
 class StoreError(LauncherError):
     """The index on disk cannot be used (wrong model, damaged beyond recovery)."""
+
+
+class IndexBusy(StoreError):
+    """Another process holds the index's writer lock (``pid`` and ``role`` if known)."""
+
+    def __init__(self, pid: int | None, role: str | None) -> None:
+        who = f" (pid {pid}{', ' + role if role else ''})" if pid else ""
+        super().__init__(f"another indexing run is in progress{who}; wait for it to finish")
+        self.pid = pid
+        self.role = role
+
+
+class IndexMismatch(StoreError):
+    """The index was built with another model or settings (``old``/``new`` identities)."""
+
+    def __init__(self, message: str, old: dict[str, object], new: dict[str, object]) -> None:
+        super().__init__(message)
+        self.old = old
+        self.new = new

@@ -219,6 +219,22 @@ class FullText:
         self._all_lock = threading.Lock()
         if writable:
             self._create()
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def replaced(self) -> bool:
+        """True when the database file this object opened is gone or another one now."""
+        now = self._file_identity()
+        if self._identity is None:  # not there at open: connections are made lazily
+            self._identity = now
+            return False
+        return now != self._identity
 
     @classmethod
     def open(cls, index_dir: Path, *, writable: bool = True) -> FullText:

@@ -248,6 +248,25 @@ class Indexer:
         started_ns = time.time_ns()
         report = self.report = Report()
         self._retry_failed = retry_failed
+        try:
+            self._run(roots, retry_failed, report)
+        except BaseException:
+            # Ctrl+C (or a fatal error) mid-run: what was done is recorded as an
+            # interrupted run; the caller commits it with the work done so far.
+            report.interrupted = True
+            self._record(report, started, started_ns)
+            raise
+        if self.cancel.is_set():
+            report.interrupted = True
+        self._record(report, started, started_ns)
+        if self.store.staged and not report.interrupted:
+            self.store.finish_rebuild()  # the rebuilt index replaces the old one now
+        else:
+            self.store.commit()
+        self.on_progress(Progress("done", report.files, report.files))
+        return report
+
+    def _run(self, roots: Sequence[str], retry_failed: bool, report: Report) -> None:
         self.store.set_roots(roots)
         self.store.begin_sweep()
         jobs: list[_Job] = []
@@ -282,27 +301,29 @@ class Indexer:
         jobs.sort(key=lambda j: -j.entry.mtime_ns)
         self._cards(jobs, report, pending_chunks)
         self._chunks(self._recent_first(pending_chunks), report)
-        if self.cancel.is_set():
-            report.interrupted = True
-        else:
+        if not self.cancel.is_set():
             removed = self.store.sweep()
             self._drop_words(removed)  # before the commit that drops them from the store
             report.removed = len(removed)
+
+    def _record(self, report: Report, started: float, started_ns: int) -> None:
+        """The run's stats go into the next commit (``info`` shows them as "Last run")."""
         report.seconds = time.monotonic() - started
-        self.store.stats = RunStats(
-            started_ns=started_ns,
-            finished_ns=time.time_ns(),
-            seen=report.files,
-            indexed=report.added + report.updated,
-            unchanged=report.unchanged,
-            reused=report.reused,
-            failed=report.failed,
-            removed=report.removed,
-            problems=len(report.skipped),
+        self.store.set_stats(
+            RunStats(
+                started_ns=started_ns,
+                finished_ns=time.time_ns(),
+                seen=report.files,
+                indexed=report.added + report.updated,
+                unchanged=report.unchanged,
+                reused=report.reused,
+                failed=report.failed,
+                removed=report.removed,
+                problems=len(report.skipped),
+                interrupted=report.interrupted,
+                queued=sum(1 for r in self.store.files() if r.status == "queued"),
+            )
         )
-        self.store.commit()
-        self.on_progress(Progress("done", report.files, report.files))
-        return report
 
     def update_paths(self, paths: Iterable[str]) -> Report:
         """Apply changes to specific paths (the watcher's events) through the same code
@@ -430,8 +451,9 @@ class Indexer:
 
     def _forget_words(self) -> None:
         """Drop the text of files the store no longer has (``remove`` on an older version,
-        or a store fallen back to its previous generation)."""
-        if self.text is not None:
+        or a store fallen back to its previous generation). Not while rebuilding: the text
+        then also serves the live index, whose files the rebuild has not reached yet."""
+        if self.text is not None and not self.store.staged:
             self._drop_words([p for p in self.text.signatures() if self.store.get(p) is None])
 
     def _recent_first(self, paths: list[str]) -> list[str]:

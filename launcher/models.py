@@ -36,7 +36,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -488,6 +488,49 @@ def pick_mmproj(lm: ModelFile, candidates: Sequence[ModelFile]) -> ModelFile | N
     return min(scored, key=lambda t: (t[0], t[1]))[2] if scored else None
 
 
+REMEMBERED = "the index (built with it)"
+
+
+def _recall(
+    remembered: dict[str, Any], slot: str, discovered: Callable[[], list[ModelFile]]
+) -> ModelFile:
+    """The model file the index was built with: at its remembered path, or discovered
+    elsewhere with the same identity (moved); else an error naming the file it needs."""
+    ident = remembered.get("identity") or {}
+    path = Path(str(remembered[slot]))
+    size = ident.get("model_size") if slot == "model" else None
+    digest = ident.get("model_header_hash") if slot == "model" else None
+    name = ident.get("model_file" if slot == "model" else "mmproj_file") or path.name
+    what = "model" if slot == "model" else "vision projector (mmproj)"
+    need = f"{path}" + (f" ({size:,} bytes)" if isinstance(size, int) else "")
+
+    def same(mf: ModelFile) -> bool:
+        if digest is not None:
+            return mf.identity == digest and (size is None or mf.size_bytes == size)
+        return mf.path.name == name and mf.role == "mmproj"
+
+    if path.is_file():
+        try:
+            mf = classify(path)
+        except ModelError as err:
+            raise type(err)(f"{err} (the index's {what})") from None
+        if digest is not None and not same(mf):
+            raise ModelError(
+                f"the index was built with the {what} {need}, and that file has changed "
+                "since; put the original back, or re-index with this one: "
+                f"launcher.py index --rebuild --model {path}"
+            )
+        return mf
+    for mf in discovered():
+        if same(mf):
+            return mf  # moved into a models folder
+    raise ModelNotFound(
+        f"the index was built with the {what} {need}, which is gone; put it back (or in "
+        f"models/), pass --{'model' if slot == 'model' else 'mmproj'} FILE with it, or "
+        "re-index with another one: launcher.py index --rebuild --model FILE"
+    )
+
+
 def resolve(
     model: str | os.PathLike[str] | None = None,
     mmproj: str | os.PathLike[str] | None = None,
@@ -497,8 +540,10 @@ def resolve(
     config: Config | None = None,
     dirs: Iterable[str | os.PathLike[str]] | None = None,
     roles: Collection[str] = ("embedding", "reranker"),
+    remembered: dict[str, Any] | None = None,
 ) -> ResolvedModels:
-    """Decide which model files to use: flags > env > config > discovery (see module doc).
+    """Decide which model files to use: flags > env > config > the files the index was
+    built with (``remembered``, from ``store.read_models``) > discovery (see module doc).
 
     Explicit paths are validated (``ModelNotFound`` naming where the path came from,
     ``NotGGUF``, ``WrongArchitecture``, ``MmprojMismatch``). Discovery only runs for slots
@@ -542,7 +587,12 @@ def resolve(
     for lm_slot, mm_slot in pairs:
         lm_choice = _choice(lm_slot, flags[lm_slot], cfg)
         lm: ModelFile | None = None
-        if lm_choice is None:
+        recalled = lm_slot == "model" and lm_choice is None and remembered is not None
+        if recalled:
+            assert remembered is not None
+            lm = _recall(remembered, "model", discovered)
+            sources[lm_slot] = REMEMBERED
+        elif lm_choice is None:
             found = [m for m in discovered() if m.role == slot_roles[lm_slot] and m.usable]
             # a rank head gives P(yes) directly; a plain conversion needs its yes/no logits
             found.sort(key=lambda m: not m.rank_head)
@@ -559,7 +609,17 @@ def resolve(
 
         mm_choice = _choice(mm_slot, flags[mm_slot], cfg)
         mm: ModelFile | None = None
-        if mm_choice is not None and mm_choice[1] is None:
+        if recalled and mm_choice is None:
+            # the index's model with the index's projector (or none, as it was built)
+            assert remembered is not None
+            if remembered.get("mmproj"):
+                mm = _recall(remembered, "mmproj", discovered)
+                if lm is not None:
+                    check_mmproj_fits(lm, mm)
+                sources[mm_slot] = REMEMBERED
+            else:
+                sources[mm_slot] = "off"
+        elif mm_choice is not None and mm_choice[1] is None:
             sources[mm_slot] = "off"
         elif mm_choice is not None:
             assert mm_choice[1] is not None

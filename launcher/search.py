@@ -60,7 +60,7 @@ def query_instruction(query: Query) -> str:
 class _Tables:
     """Per-snapshot arrays for filtering and folding (built once per generation)."""
 
-    generation: int
+    generation: tuple[int, str]  # (number, id): numbers start again in a new index folder
     files: tuple[FileRecord, ...]
     row_file: np.ndarray  # row -> index into files
     row_ref: tuple[RowRef, ...]
@@ -76,7 +76,7 @@ def _tables(snap: Snapshot) -> _Tables:
     owners = snap.owners()
     row_file = np.fromiter((index[rec.path] for rec, _ in owners), np.int64, len(owners))
     return _Tables(
-        generation=snap.generation,
+        generation=(snap.generation, snap.generation_id),
         files=files,
         row_file=row_file,
         row_ref=tuple(ref for _, ref in owners),
@@ -153,7 +153,7 @@ class Searcher:
         tables = self._tables
         if (
             tables is None
-            or tables.generation != snap.generation
+            or tables.generation != (snap.generation, snap.generation_id)
             or len(tables.files) != len(snap.files)
         ):
             tables = self._tables = _tables(snap)

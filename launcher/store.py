@@ -5,8 +5,13 @@ Layout of the index folder (default ``<data dir>/index``)::
     manifest.json          current generation: format version, model identity, dims, roots,
                            segments, one entry per file, last run stats
     manifest.prev.json     the generation before it, the fallback if manifest.json is damaged
+    rebuild.json           (during ``index --rebuild``) the new index being built beside the
+    rebuild.prev.json      old one, with its fallback; it replaces manifest.json when done
     seg-<gen>-<id>.npy     float16 vector rows; written once, never modified
-    lock                   held with flock by the one process writing
+    models.json            the model files the index was built with (paths and identity), so
+                           commands find them without flags
+    lock                   held with flock by the one process writing, only while it writes;
+                           it names the holder ("<pid> <role>")
 
 Segments: a commit writes only the rows added since the previous commit, as a new segment
 file, then the manifest; committing every few files never rewrites the gigabytes already
@@ -29,6 +34,16 @@ a cosine moves by ~1e-3, far below the gaps that order search results, and the d
 memory are halved. NumPy has no fast float16 matmul, so ``Snapshot.scores`` converts
 blocks to float32 on the fly.
 
+Rebuilds: a rebuild writes its generations to rebuild.json (same commit order, own
+segments) while manifest.json keeps serving the old index; ``finish_rebuild`` commits the
+new index as the next generation of manifest.json, one atomic rename. An interrupted
+rebuild leaves the old index as it was, and the next rebuild with the same model resumes.
+
+Processes: the lock is taken per run and released after it, so a running ``launch`` and
+CLI commands take turns; a commit first checks that its lock file is still the one in the
+folder and that every segment it names is on disk (a deleted index folder is never
+committed over with segments that no longer exist).
+
 Threads: one writer (the indexer) owns a ``Store``; readers in the same process call
 ``snapshot()`` and get an immutable ``Snapshot`` of the last commit, swapped under a lock.
 Paths with undecodable bytes (surrogate escapes) round-trip through the JSON's ``\\udcxx``
@@ -45,14 +60,14 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .errors import InputError, StoreError
+from .errors import IndexBusy, IndexMismatch, InputError, StoreError
 from .extract import Locator
 
 FORMAT = "launcher-index"
@@ -64,7 +79,11 @@ READABLE_VERSIONS = (1, 2)
 VECTOR_DTYPE = np.dtype(np.float16)
 MANIFEST = "manifest.json"
 MANIFEST_PREV = "manifest.prev.json"
+REBUILD = "rebuild.json"
+REBUILD_PREV = "rebuild.prev.json"
+MODELS = "models.json"
 LOCK = "lock"
+LOCK_POLL = 0.2  # seconds between tries while waiting for the writer lock
 
 # queued: found, not embedded yet (findable by name); pending_chunks: card embedded, chunks
 # to come; failed: could not be indexed (findable by name, reason kept); ok: done.
@@ -184,11 +203,16 @@ class RunStats:
     failed: int = 0
     removed: int = 0
     problems: int = 0
+    interrupted: bool = False  # stopped before the end (Ctrl+C): the next run resumes
+    queued: int = 0  # files left found-but-not-embedded when the run ended
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunStats:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in data.items() if k in names})
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {
+            k: bool(v) if types[k] == "bool" else int(v) for k, v in data.items() if k in types
+        }
+        return cls(**values)
 
 
 class PieceLike(Protocol):
@@ -249,6 +273,7 @@ class _Damaged(Exception):
 class _Loaded:
     source: str
     generation: int
+    generation_id: str
     identity: dict[str, Any]
     dims: int
     roots: tuple[str, ...]
@@ -274,8 +299,12 @@ class Snapshot:
         files: dict[str, FileRecord],
         segments: tuple[_Segment, ...],
         stats: RunStats | None,
+        generation_id: str = "",
     ):
         self.generation = generation
+        # generation numbers start again after the folder is deleted: (generation, id) is
+        # what tells two snapshots apart
+        self.generation_id = generation_id
         self.identity = identity
         self.dims = dims
         self.roots = roots
@@ -419,8 +448,9 @@ class Store:
     """The index, open for writing (one process, lock file) or for reading.
 
     Writer calls: ``put``, ``extend``, ``touch``, ``mark_failed``, ``remove``, ``reuse``,
-    ``begin_sweep``/``seen``/``seen_under``/``sweep``, ``maybe_commit``, ``commit``.
-    Nothing reaches the disk before ``commit``; ``close`` does not commit.
+    ``begin_sweep``/``seen``/``seen_under``/``sweep``, ``set_stats``, ``maybe_commit``,
+    ``commit``, ``finish_rebuild``. Nothing reaches the disk before ``commit``; ``close``
+    does not commit.
     """
 
     COMPACT_DEAD_FRACTION = 0.25
@@ -433,11 +463,16 @@ class Store:
         self.dims = dims
         self.writable = writable
         self.generation = 0
+        self.generation_id = ""
         self.roots: tuple[str, ...] = ()
         self.stats: RunStats | None = None
         self.recovered: str | None = None  # what was wrong when a fallback was used
         self.commit_every_files = 64
         self.commit_every_seconds = 30.0
+        # A rebuild in progress: commits go to rebuild.json until ``finish_rebuild``.
+        self.staged = False
+        self.resumed = False  # a staged rebuild that picked up an interrupted one
+        self.model_files: dict[str, str | None] | None = None  # written to models.json
         self._files: dict[str, FileRecord] = {}
         self._by_hash: dict[str, set[str]] = {}
         self._segments: list[_Segment] = []
@@ -450,6 +485,10 @@ class Store:
         self._lock_fd: int | None = None
         self._snap_lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        # Segments the other manifest pair names (the live index during a rebuild, a paused
+        # rebuild otherwise): never garbage to this writer.
+        self._foreign: set[str] = set()
+        self._live_generation = 0
 
     # -- opening -----------------------------------------------------------------------
 
@@ -464,12 +503,21 @@ class Store:
         writable: bool = True,
         commit_every_files: int = 64,
         commit_every_seconds: float = 30.0,
+        role: str = "index",
+        wait: Callable[[IndexBusy], bool] | None = None,
+        create: bool = True,
+        model_files: Mapping[str, str | None] | None = None,
     ) -> Store:
         """Open (or start) the index. A different model identity or dims raises
-        ``StoreError`` unless ``rebuild`` (then the index starts empty and the old files go
-        at the first commit). ``identity=None`` takes the index's own (for info, remove,
-        clear). A writer takes the lock file; a second writer gets
-        ``StoreError("another indexing run is in progress ...")``."""
+        ``IndexMismatch`` unless ``rebuild``: then the new index is built beside the old one
+        (see the module docstring) and replaces it at ``finish_rebuild``. ``identity=None``
+        takes the index's own (for info, remove, clear).
+
+        A writer takes the lock file (``role`` names it to others). When another process
+        holds it, ``wait(busy)`` decides: True waits and tries again, False (or no
+        ``wait``) raises the ``IndexBusy``. ``create=False`` does not create a missing index
+        folder (``StoreError``). ``model_files`` ({"model": path, "mmproj": path or None})
+        is remembered in models.json at the next commit of the live index."""
         path = Path(directory) if directory is not None else default_dir()
         if identity is None and rebuild:
             raise ValueError("a rebuild must give the model identity")
@@ -477,12 +525,16 @@ class Store:
         store = cls(path, ident, int(dims or 0), writable)
         store.commit_every_files = commit_every_files
         store.commit_every_seconds = commit_every_seconds
+        store.model_files = dict(model_files) if model_files is not None else None
         if writable:
             try:
-                from . import paths
+                if create:
+                    from . import paths
 
-                paths.ensure(path)  # 0700: the index holds text from the user's files
-                store._acquire_lock()
+                    paths.ensure(path)  # 0700: the index holds text from the user's files
+                elif not path.is_dir():
+                    raise StoreError(f"there is no index in {path}")
+                store._acquire_lock(role, wait, create)
             except OSError as err:
                 raise StoreError(f"cannot open the index folder {path}: {err}") from err
         try:
@@ -492,30 +544,64 @@ class Store:
             raise
         return store
 
-    def _acquire_lock(self) -> None:
-        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    def _acquire_lock(
+        self, role: str, wait: Callable[[IndexBusy], bool] | None, create: bool
+    ) -> None:
+        lock = self.directory / LOCK
+        while True:
+            if create:  # (again: it may have been deleted while we waited)
+                self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.name == "nt":
+                    import msvcrt
+
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+                else:
+                    import fcntl
+
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                busy = _holder(fd)
+                os.close(fd)
+                if wait is None or not wait(busy):
+                    raise busy from None
+                time.sleep(LOCK_POLL)
+                continue
+            if not _same_file(fd, lock):
+                # The folder was deleted (or the lock file replaced) while we waited: a
+                # lock on the old file excludes nobody. Take the new one.
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {role}\n".encode())
+            self._lock_fd = fd
+            return
+
+    def relock(self, role: str = "index", wait: Callable[[IndexBusy], bool] | None = None) -> None:
+        """Write again with a store closed after its last commit, without reading the index
+        again (``launch`` between its updates). The caller checks that nobody committed
+        in between (``manifest.json`` and ``rebuild.json`` unchanged)."""
+        if self._changes or self._pending:
+            raise RuntimeError("relock() of a store closed with uncommitted changes")
         try:
-            if os.name == "nt":
-                import msvcrt
+            self._acquire_lock(role, wait, create=False)
+        except OSError as err:
+            raise StoreError(f"cannot open the index folder {self.directory}: {err}") from err
+        self.writable = True
 
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-            else:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            os.close(fd)
-            who = f" (pid {holder})" if holder.isdigit() else ""
+    def _check_lock(self) -> None:
+        """Before a commit: the lock held is still the index folder's lock file."""
+        if self._lock_fd is not None and not _same_file(self._lock_fd, self.directory / LOCK):
             raise StoreError(
-                f"another indexing run is in progress{who}; wait for it to finish"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+                f"the index folder {self.directory} was deleted or replaced while this run "
+                "was writing; nothing more was written (run `index` again)"
+            )
 
     def close(self) -> None:
-        """Release the lock. Uncommitted changes are dropped, as a kill would drop them."""
+        """Release the lock. Uncommitted changes are dropped, as a kill would drop them;
+        the last snapshot stays readable, but nothing more can be written."""
+        self.writable = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
@@ -525,6 +611,11 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        """This store's manifest and its fallback."""
+        return (REBUILD, REBUILD_PREV) if self.staged else (MANIFEST, MANIFEST_PREV)
 
     def _load(self, rebuild: bool) -> None:
         # A reader that finds a segment missing may have raced a writer's commit: it reads
@@ -542,39 +633,72 @@ class Store:
             self.identity, self.dims = loaded.identity, loaded.dims
         if self.identity is None:
             self.identity = {}
+        if loaded is not None and rebuild and self.writable:
+            loaded = self._stage(loaded)
+        elif loaded is not None and rebuild:
+            loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
         if loaded is not None:
             if loaded.dims != self.dims or loaded.identity != self.identity:
-                if not rebuild:
-                    diff = _identity_diff(
-                        {**loaded.identity, "dims": loaded.dims},
-                        {**self.identity, "dims": self.dims},
-                    )
-                    raise StoreError(
-                        "the index was built with another model or settings "
-                        f"({diff}); rebuild it to use this one: launcher.py index --rebuild"
-                    )
-                loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
-            elif rebuild:
-                loaded = replace(loaded, files={}, segments=[], bad_segments=[], stats=None)
+                old = {**loaded.identity, "dims": loaded.dims}
+                new = {**self.identity, "dims": self.dims}
+                raise IndexMismatch(
+                    "the index was built with another model or settings "
+                    f"({_identity_diff(old, new)}); rebuild it to use this one: "
+                    "launcher.py index --rebuild",
+                    old,
+                    new,
+                )
             self.generation = loaded.generation
+            self.generation_id = loaded.generation_id
             self.roots = loaded.roots
             self.stats = loaded.stats
             self._segments = loaded.segments
             self._total_rows = sum(s.rows for s in loaded.segments)
             for record in loaded.files.values():
                 self._index_record(record)
-            if rebuild:
-                self._changes += 1  # the first commit writes the empty generation
         if self.writable:
+            if not self.staged:
+                self._foreign = self._names_in((REBUILD, REBUILD_PREV))
             self._collect_garbage(self._names_in_manifests())
         self._publish()
+
+    def _stage(self, live: _Loaded) -> _Loaded:
+        """Switch to building a new index beside ``live`` (rebuild.json). An interrupted
+        rebuild with the same identity is resumed; anything else starts empty, with the
+        live index's roots."""
+        self._foreign = self._names_in((MANIFEST, MANIFEST_PREV))
+        self._live_generation = live.generation
+        self.staged = True
+        staged: _Loaded | None = None
+        with contextlib.suppress(StoreError):  # a damaged half-built rebuild: start over
+            staged = self._read_best()
+        self.recovered = None  # whatever was wrong with the half-built one is moot
+        if (
+            staged is not None
+            and staged.identity == self.identity
+            and staged.dims == self.dims
+            and not staged.bad_segments
+        ):
+            self.resumed = True
+            return staged
+        self._changes += 1  # the first commit writes the (empty) new generation
+        return replace(
+            live,
+            generation_id="",
+            identity=self.identity or {},
+            dims=self.dims,
+            files={},
+            segments=[],
+            bad_segments=[],
+            stats=None,
+        )
 
     def _read_best(self) -> _Loaded | None:
         """The newest usable generation, falling back (and salvaging) as the docstring says."""
         problems: list[str] = []
         salvageable: _Loaded | None = None
         seen_any = False
-        for name in (MANIFEST, MANIFEST_PREV):
+        for name in self._names:
             path = self.directory / name
             try:
                 raw = path.read_bytes()
@@ -589,14 +713,14 @@ class Store:
                 loaded = self._parse(name, raw)
             except _Damaged as err:
                 problems.append(f"{name}: {err}")
-                if name == MANIFEST and self.writable:
+                if name == self._names[0] and self.writable:
                     self._set_aside(path)
                 continue
             if not loaded.bad_segments:
-                if problems and self.writable and name != MANIFEST:
+                if problems and self.writable and name != self._names[0]:
                     # The next commit moves manifest.json to the fallback slot: a damaged
                     # one must not take the place of the good generation found here.
-                    self._set_aside(self.directory / MANIFEST)
+                    self._set_aside(self.directory / self._names[0])
                 if problems:
                     self.recovered = (
                         f"{'; '.join(problems)}; using the previous generation "
@@ -693,9 +817,12 @@ class Store:
             stats = RunStats.from_json(data["stats"]) if data.get("stats") else None
             roots = tuple(str(r) for r in data.get("roots", ()))
             generation = int(data["generation"])
+            generation_id = str(data.get("generation_id", ""))
         except (KeyError, TypeError, ValueError) as err:
             raise _Damaged(f"malformed ({err.__class__.__name__}: {err})") from None
-        return _Loaded(name, generation, identity, dims, roots, segments, files, stats, bad)
+        return _Loaded(
+            name, generation, generation_id, identity, dims, roots, segments, files, stats, bad
+        )
 
     def _open_segment(self, name: str, rows: int, dims: int) -> np.ndarray | None:
         path = self.directory / name
@@ -712,9 +839,13 @@ class Store:
         return array
 
     def _names_in_manifests(self) -> set[str]:
-        """Segment names that manifest.json or manifest.prev.json refer to (unvalidated)."""
+        """Segment names that any manifest (live or rebuild) refers to (unvalidated)."""
         names = {s.name for s in self._segments}
-        for manifest in (MANIFEST, MANIFEST_PREV):
+        return names | self._names_in((MANIFEST, MANIFEST_PREV, REBUILD, REBUILD_PREV))
+
+    def _names_in(self, manifests: Iterable[str]) -> set[str]:
+        names: set[str] = set()
+        for manifest in manifests:
             try:
                 data = json.loads((self.directory / manifest).read_bytes())
                 names.update(str(s["name"]) for s in data["segments"])
@@ -921,6 +1052,12 @@ class Store:
             self.roots = roots
             self._changes += 1
 
+    def set_stats(self, stats: RunStats) -> None:
+        """Record what a run did; the next commit writes it even if nothing else changed."""
+        self._check_writable()
+        self.stats = stats
+        self._changes += 1
+
     # -- mark and sweep -----------------------------------------------------------------
 
     def begin_sweep(self) -> None:
@@ -992,7 +1129,11 @@ class Store:
         if compact is None:
             compact = self._should_compact()
         files = self._files
+        self._check_lock()
+        self._check_segments()
         try:
+            if not self.staged:
+                self._write_models()
             if compact:
                 segments, files = self._write_compacted(generation, token)
             else:
@@ -1003,7 +1144,7 @@ class Store:
             self._write_manifest(generation, token, segments, files)
         except OSError as err:
             raise StoreError(f"cannot write the index in {self.directory}: {err}") from err
-        keep = {s.name for s in segments} | {s.name for s in self._segments}
+        keep = {s.name for s in segments} | {s.name for s in self._segments} | self._foreign
         self._segments = segments
         self._files = files
         if compact:
@@ -1014,12 +1155,53 @@ class Store:
         self._pending = []
         self._total_rows = sum(s.rows for s in segments)
         self.generation = generation
+        self.generation_id = token
         self._changes = 0
         self._force_compact = False
         self._last_commit = time.monotonic()
         self._collect_garbage(keep)
         self._publish()
         return True
+
+    def _check_segments(self) -> None:
+        """Never commit a generation naming a segment that is not on disk (the folder was
+        emptied or deleted under this writer)."""
+        for seg in self._segments:
+            # (a segment known to be damaged is not copied: the salvage compaction drops it)
+            if seg.array is not None and not (self.directory / seg.name).is_file():
+                raise StoreError(
+                    f"index segment {seg.name} vanished from {self.directory} while this run "
+                    "was writing (was the folder deleted?); nothing more was written (run "
+                    "`index` again)"
+                )
+
+    def finish_rebuild(self) -> None:
+        """Make the rebuilt index the live one: its next generation goes to manifest.json
+        in one atomic rename, and the rebuild's manifests are removed. The old index's
+        segments stay (as the fallback generation) until the next commit."""
+        self._check_writable()
+        if not self.staged:
+            self.commit()
+            return
+        self.staged = False
+        self.generation = max(self.generation, self._live_generation)
+        self._changes += 1
+        self.commit()
+        for name in (REBUILD, REBUILD_PREV):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / name)
+        _fsync_dir(self.directory)
+        self._foreign = set()
+
+    def _write_models(self) -> None:
+        """models.json: the model files this index is built with, when they changed."""
+        if self.model_files is None:
+            return
+        data = {**self.model_files, "identity": self.identity}
+        if read_models(self.directory) == data:
+            return
+        raw = json.dumps(data, ensure_ascii=True, indent=1).encode("ascii")
+        _write_atomic(self.directory / MODELS, raw)
 
     def _segment_name(self, generation: int, token: str) -> str:
         return f"seg-{generation:06d}-{token}.npy"
@@ -1097,14 +1279,15 @@ class Store:
         }
         # ensure_ascii: surrogate-escaped path bytes become \udcxx escapes and come back.
         raw = json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-        current = self.directory / MANIFEST
-        tmp = self.directory / (MANIFEST + ".tmp")
+        name, prev = self._names
+        current = self.directory / name
+        tmp = self.directory / (name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         if current.exists():
-            os.replace(current, self.directory / MANIFEST_PREV)
+            os.replace(current, self.directory / prev)
         os.replace(tmp, current)
         _fsync_dir(self.directory)
 
@@ -1132,6 +1315,7 @@ class Store:
             dict(self._files),
             tuple(self._segments),
             self.stats,
+            self.generation_id,
         )
         with self._snap_lock:
             self._snapshot = snap
@@ -1141,6 +1325,52 @@ class Store:
         with self._snap_lock:
             assert self._snapshot is not None
             return self._snapshot
+
+
+def read_models(directory: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """What models.json remembers ({"model", "mmproj", "identity"}), or None if nothing
+    (usable) is there."""
+    path = Path(directory) if directory is not None else default_dir()
+    try:
+        data = json.loads((path / MODELS).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        return None
+    return data
+
+
+def _write_atomic(path: Path, raw: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(raw)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _holder(fd: int) -> IndexBusy:
+    """Who holds the lock, from the lock file's "<pid> <role>" line."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        words = os.read(fd, 64).decode("ascii", "replace").split()
+    except OSError:  # (Windows: the holder's locked byte cannot be read)
+        words = []
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    return IndexBusy(pid, words[1] if len(words) > 1 else None)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Is ``path`` still the file open as ``fd``? (False once it is deleted or replaced.)"""
+    if os.name != "posix":
+        return True  # an open file cannot be deleted or replaced on Windows
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class _Retry(Exception):

@@ -317,6 +317,7 @@ def test_identity_mismatch_and_rebuild(tmp_path: Path) -> None:
         assert len(s) == 0
         put(s, "/new", 5)
         s.commit()
+        s.finish_rebuild()
     with open_store(d, identity=other) as s:
         assert [r.path for r in s.files()] == ["/new"]
         s.commit(compact=True)  # keeps one previous generation, drops the older
@@ -556,6 +557,13 @@ with Store.open(d, identity={"m": 1}, dims=8, commit_every_files=3) as s:
 """
 
 
+def _generation(d: Path) -> int:
+    try:
+        return int(json.loads((d / MANIFEST).read_bytes())["generation"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
 def test_kill_9_mid_run_keeps_every_commit(tmp_path: Path) -> None:
     """A writer process killed at arbitrary moments: every reopen gets a whole generation
@@ -571,8 +579,9 @@ def test_kill_9_mid_run_keeps_every_commit(tmp_path: Path) -> None:
     for delay in (0.3, 0.45, 0.6, 0.75):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(d), str(start)], env=env)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (d / MANIFEST).exists():
+            # (once this writer has committed: its start-up time depends on the load)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _generation(d) <= last_generation:
                 time.sleep(0.02)
             time.sleep(delay)
         finally:
@@ -594,3 +603,131 @@ def test_kill_9_mid_run_keeps_every_commit(tmp_path: Path) -> None:
                 s.snapshot(), {r.path: s.vectors_of(r).astype(np.float32) for r in files}
             )
             start = max(int(r.path[2:]) for r in files) + 1000
+
+
+def test_rebuild_is_built_beside_the_old_index_and_swapped_when_done(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        put(s, "/b", 2)
+        s.set_roots(["/"])
+        s.commit()
+    other = Identity(file="other.gguf", header_hash="zzz")
+    with open_store(d, identity=other, rebuild=True) as s:
+        assert s.staged and len(s) == 0 and s.roots == ("/",)
+        put(s, "/new", 5)
+        s.commit()
+        with open_store(d, writable=False) as r:  # the old index is still the live one
+            assert sorted(f.path for f in r.files()) == ["/a", "/b"]
+            check_ownership(r.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
+        # interrupted here: no finish_rebuild
+    with open_store(d) as s:  # the old model still opens its index, untouched
+        assert sorted(f.path for f in s.files()) == ["/a", "/b"]
+        put(s, "/c", 3)  # and keeps working meanwhile
+        s.commit(compact=True)
+    with open_store(d, identity=other, rebuild=True) as s:
+        assert s.resumed and [f.path for f in s.files()] == ["/new"]  # resumes
+        put(s, "/new2", 6)
+        s.finish_rebuild()
+    with open_store(d, identity=other, writable=False) as r:
+        check_ownership(r.snapshot(), {"/new": vec(5, 2), "/new2": vec(6, 2)})
+        assert r.snapshot().generation > 2
+    with pytest.raises(StoreError, match="another model"):
+        open_store(d)
+    assert not (d / "rebuild.json").exists()
+
+
+def test_a_rebuild_with_another_model_starts_over(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    _two_generations(d)
+    first = Identity(file="first.gguf")
+    with open_store(d, identity=first, rebuild=True) as s:
+        put(s, "/x", 9)
+        s.commit()
+    with open_store(d, identity=Identity(file="second.gguf"), rebuild=True) as s:
+        assert not s.resumed and len(s) == 0
+        put(s, "/y", 8)
+        s.finish_rebuild()
+    with open_store(d, identity=Identity(file="second.gguf")) as s:
+        assert [f.path for f in s.files()] == ["/y"]
+        s.commit(compact=True)
+    # only the live generation and its fallback keep segments
+    assert len(seg_files(d)) <= 2
+
+
+def test_writer_lock_names_its_holder_and_can_be_waited_for(tmp_path: Path) -> None:
+    from launcher.errors import IndexBusy
+
+    seen: list[IndexBusy] = []
+    first = open_store(tmp_path, role="launch")
+    with pytest.raises(IndexBusy) as info:
+        open_store(tmp_path, wait=lambda busy: seen.append(busy) or False)
+    assert info.value.pid == os.getpid() and info.value.role == "launch"
+    assert seen and seen[0].role == "launch"
+    threading.Timer(0.5, first.close).start()
+    waited: list[IndexBusy] = []
+    with open_store(tmp_path, wait=lambda busy: waited.append(busy) or True) as s:
+        assert waited and s.writable  # it waited, then took the lock
+
+
+def test_a_deleted_index_folder_is_never_committed_over(tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "index"
+    s = open_store(d)
+    try:
+        put(s, "/a", 1)
+        s.commit()
+        shutil.rmtree(d)
+        put(s, "/b", 2)
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            s.commit()
+        d.mkdir()  # the folder exists again: still nothing that names lost segments
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            s.commit()
+        assert not (d / MANIFEST).exists()
+    finally:
+        s.close()
+    with open_store(d) as fresh:  # a clean new index
+        assert len(fresh) == 0 and fresh.recovered is None
+
+
+def test_a_vanished_segment_is_never_named_by_a_commit(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        s.commit()
+        for name in seg_files(d):
+            (d / name).unlink()
+        put(s, "/b", 2)
+        with pytest.raises(StoreError, match="vanished"):
+            s.commit()
+
+
+def test_run_stats_alone_are_committed(tmp_path: Path) -> None:
+    with open_store(tmp_path) as s:
+        put(s, "/a", 1)
+        s.commit()
+        assert not s.commit()  # nothing to write
+        s.set_stats(RunStats(seen=1, unchanged=1, interrupted=True, queued=2))
+        assert s.commit()
+    with open_store(tmp_path, writable=False) as r:
+        assert r.stats == RunStats(seen=1, unchanged=1, interrupted=True, queued=2)
+
+
+def test_models_json_remembers_the_live_index_model_files(tmp_path: Path) -> None:
+    from launcher.store import read_models
+
+    files = {"model": "/m/a.gguf", "mmproj": None}
+    with open_store(tmp_path, model_files=files) as s:
+        put(s, "/a", 1)
+        s.commit()
+    assert read_models(tmp_path) == {**files, "identity": json.loads(json.dumps(vars(ID)))}
+    other = Identity(file="b.gguf")
+    with open_store(tmp_path, identity=other, rebuild=True,
+                    model_files={"model": "/m/b.gguf", "mmproj": None}) as s:  # fmt: skip
+        put(s, "/b", 2)
+        s.commit()
+        assert read_models(tmp_path)["model"] == "/m/a.gguf"  # not before the swap
+        s.finish_rebuild()
+    assert read_models(tmp_path)["model"] == "/m/b.gguf"
