@@ -25,7 +25,7 @@ from .errors import EngineError, ModelError
 
 # llama.cpp's log lines, kept for error messages; printed only in verbose mode.
 _LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
-_log_state = {"verbose": False, "installed": False}
+_log_state = {"verbose": False}
 _log_lock = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
 # Below this many tokens, splitting off the last token costs more than the skipped
@@ -45,16 +45,16 @@ def set_verbose(verbose: bool) -> None:
     global _LOG_CALLBACK
     with _log_lock:
         _log_state["verbose"] = verbose
-        if _log_state["installed"]:
-            return
         import llama_cpp.llama_cpp as ll
         import llama_cpp.mtmd_cpp as mt
 
-        _LOG_CALLBACK = ll.llama_log_callback(_on_log)
+        # Set again each time: other code in the process may have replaced the callback,
+        # and error messages need these lines.
+        if _LOG_CALLBACK is None:
+            _LOG_CALLBACK = ll.llama_log_callback(_on_log)
         ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         mt.mtmd_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         mt.mtmd_helper_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-        _log_state["installed"] = True
 
 
 def recent_log(n: int = 3, *, errors_only: bool = True) -> str:
