@@ -102,17 +102,25 @@ def machine() -> dict[str, str]:
                     cpu = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
                     f = line.split(":", 1)[1].split()
-                    flags = ", ".join(x for x in ("avx2", "avx512f", "fma", "f16c") if x in f)
+                    flags = ", ".join(
+                        x for x in ("avx2", "avx512f", "avx512_vnni", "amx_int8", "fma") if x in f
+                    )
                     break
     except OSError:
         pass
     import llama_cpp
 
+    from launcher import native
     from launcher.native import physical_cores
 
+    build = native.build_features(native.system_info())
     return {
         "cpu": cpu,
         "flags": flags,
+        "llama.cpp build": ", ".join(
+            x for x in ("AVX2", "AVX512", "AVX512_VNNI", "AMX_INT8", "REPACK") if x in build
+        ),
+        "extra buffer types": native.resolve_extra_bufts().describe(),
         "cores": f"{physical_cores()} physical / {os.cpu_count()} logical",
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
         "python": platform.python_version(),
@@ -230,13 +238,13 @@ class Ceiling:
     Sampled again right before and after each (b) run: this shared VM's speed drifts by
     tens of percent over minutes, so each ratio is taken against its own neighbours."""
 
-    def __init__(self, twin, threads: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, twin, threads: int, extra_bufts: bool | None = None) -> None:  # type: ignore[no-untyped-def]
         import llama_cpp.llama_cpp as ll
 
         from launcher import native
 
         native.set_verbose(False)
-        self.model = native.Model(twin.embedding)
+        self.model = native.Model(twin.embedding, extra_bufts=extra_bufts)
         self.ctx = native.Context(
             self.model, native.ContextShape(1, 1024), threads=threads, embeddings=False,
             pooling=ll.LLAMA_POOLING_TYPE_NONE,
@@ -257,11 +265,23 @@ class Ceiling:
         self.model.close()
 
 
-def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results) -> float:
-    """(a) the median of ``repeats`` decodes."""
+def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: int) -> float:  # type: ignore[no-untyped-def]
+    """(a) the median of ``repeats`` decodes; then the same with extra buffer types (weight
+    repacking; AMX where built) switched the other way, samples interleaved with the
+    first model's so the VM's drift hits both alike."""
     tps = median([ceiling.sample() for _ in range(repeats)])
-    res.add("a", "raw ceiling: 512-token prompt, last-token output", f"{tps:.1f} tok/s",
-            note=f"{512 / tps:.1f} s per 512 tokens")  # fmt: skip
+    used = ceiling.model.extra_bufts
+    on, off = ("on", "off") if used.on else ("off", "on")
+    note = f"{512 / tps:.1f} s per 512 tokens; extra buffer types {used.describe()}"
+    res.add("a", "raw ceiling: 512-token prompt, last-token output", f"{tps:.1f} tok/s", note=note)
+    other = Ceiling(twin, threads, extra_bufts=not used.on)
+    try:
+        pairs = [(ceiling.sample(), other.sample()) for _ in range(repeats)]
+    finally:
+        other.close()
+    this, that = median([a for a, _ in pairs]), median([b for _, b in pairs])
+    res.add("a", f"  the same, extra buffer types {off}", f"{that:.1f} tok/s",
+            note=f"interleaved with {this:.1f} tok/s with them {on}")  # fmt: skip
     return tps
 
 
@@ -868,7 +888,9 @@ def main() -> int:
     ceiling: Ceiling | None = None
     if want("a") or want("b"):
         ceiling = first = Ceiling(twin, threads)
-        sections.append(("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res)))
+        sections.append(
+            ("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res, twin, threads))
+        )
     if want("b") or want("g") or want("h"):
         sections.append(("b", lambda: bench_indexing(env, work, args.quick, ceiling, res,
                                                       twin, threads)))  # fmt: skip
