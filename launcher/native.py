@@ -187,11 +187,22 @@ def cpu_flags() -> frozenset[str] | None:
         return None
 
 
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return str(llama_cpp.__version__)
+
+
+def amx_guarded() -> bool:
+    """Whether extra buffer types would crash in this process (AMX, no fixed release)."""
+    return amx_would_run(system_info(), cpu_flags()) and not amx_fixed(
+        llama_cpp_version(), AMX_FIXED_IN
+    )
+
+
 def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
     """The extra-buffer-types decision for this process: ``setting`` if given, else
     $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in the config file, else auto."""
-    import llama_cpp
-
     from . import config
 
     source = "the caller"
@@ -204,9 +215,7 @@ def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
             cfg = config.load_config()
             source = f"extra_buffer_types in {cfg.path}"
             setting = cfg.extra_buffer_types
-    return decide_extra_bufts(
-        setting, source, system_info(), cpu_flags(), str(llama_cpp.__version__)
-    )
+    return decide_extra_bufts(setting, source, system_info(), cpu_flags(), llama_cpp_version())
 
 
 _backend_ready = False
