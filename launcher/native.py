@@ -152,6 +152,11 @@ def amx_fixed(version: str, fixed_in: str | None) -> bool:
     return fixed_in is not None and _version(version) >= _version(fixed_in)
 
 
+def amx_crash_risk(system_info: str, cpu_flags: frozenset[str] | None, version: str) -> bool:
+    """llama.cpp's AMX path would run, and llama-cpp-python ``version`` lacks the fix."""
+    return amx_would_run(system_info, cpu_flags) and not amx_fixed(version, AMX_FIXED_IN)
+
+
 def decide_extra_bufts(
     setting: bool | None,
     source: str,
@@ -161,7 +166,7 @@ def decide_extra_bufts(
 ) -> ExtraBufts:
     """Extra buffer types for a forced ``setting`` (True/False, from ``source``) or, for
     None, automatically: on, unless llama.cpp's AMX path would run and crash."""
-    risky = amx_would_run(system_info, cpu_flags) and not amx_fixed(version, AMX_FIXED_IN)
+    risky = amx_crash_risk(system_info, cpu_flags, version)
     if setting is not None:
         warn = f"; AMX may crash, see {AMX_PR}" if setting and risky else ""
         return ExtraBufts(setting, f"forced by {source}{warn}")
@@ -194,10 +199,8 @@ def llama_cpp_version() -> str:
 
 
 def amx_guarded() -> bool:
-    """Whether extra buffer types would crash in this process (AMX, no fixed release)."""
-    return amx_would_run(system_info(), cpu_flags()) and not amx_fixed(
-        llama_cpp_version(), AMX_FIXED_IN
-    )
+    """Whether extra buffer types would crash in this process (``amx_crash_risk`` here)."""
+    return amx_crash_risk(system_info(), cpu_flags(), llama_cpp_version())
 
 
 def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
