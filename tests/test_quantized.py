@@ -257,3 +257,11 @@ def test_setting_precedence_env_then_config_then_auto(amx_machine, isolated_home
     monkeypatch.setenv(EXTRA_BUFFER_TYPES_ENV, "maybe")
     with pytest.raises(ConfigError, match=EXTRA_BUFFER_TYPES_ENV):
         native.resolve_extra_bufts()
+
+
+def test_models_shows_whether_extra_buffer_types_are_on(amx_machine, capsys):
+    from launcher import cli
+
+    assert cli.main(["models"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "extra buffer types" in ln)
+    assert "off (auto: AMX guard, ggml-org/llama.cpp PR #26954)" in line
