@@ -123,6 +123,8 @@ def machine() -> dict[str, str]:
         "extra buffer types": native.resolve_extra_bufts().describe(),
         "cores": f"{physical_cores()} physical / {os.cpu_count()} logical",
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        # other processes' load at the start: figures taken on a busy machine are lower
+        "load average": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         "llama-cpp-python": llama_cpp.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
