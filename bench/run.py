@@ -779,6 +779,10 @@ NOTES = """
   than one at a time here, so the engine decodes one input at a time. Flash attention in
   the vision encoder changes its output by 1-cos 3e-7; in the text model it stays off,
   since there it makes a vector depend on the batch layout.
+- **Extra buffer types** (row "a, the same"): llama.cpp's repacked weights (and AMX
+  buffers where built) against plain memory-mapped weights, sampled alternately; `auto`
+  keeps them on except where llama.cpp's AMX path would crash (issue 14), and
+  `extra_buffer_types = false` turns them off where they do not pay.
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
   dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
 - **(c)** "findable by name" is tier 0 of a run: the walk and one commit of every new
