@@ -109,19 +109,29 @@ def machine() -> dict[str, str]:
                     cpu = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):
                     f = line.split(":", 1)[1].split()
-                    flags = ", ".join(x for x in ("avx2", "avx512f", "fma", "f16c") if x in f)
+                    flags = ", ".join(
+                        x for x in ("avx2", "avx512f", "avx512_vnni", "amx_int8", "fma") if x in f
+                    )
                     break
     except OSError:
         pass
     import llama_cpp
 
+    from launcher import native
     from launcher.native import physical_cores
 
+    build = native.build_features(native.system_info())
     return {
         "cpu": cpu,
         "flags": flags,
+        "llama.cpp build": ", ".join(
+            x for x in ("AVX2", "AVX512", "AVX512_VNNI", "AMX_INT8", "REPACK") if x in build
+        ),
+        "extra buffer types": native.resolve_extra_bufts().describe(),
         "cores": f"{physical_cores()} physical / {os.cpu_count()} logical",
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        # other processes' load at the start: figures taken on a busy machine are lower
+        "load average": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         "llama-cpp-python": llama_cpp.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -237,13 +247,13 @@ class Ceiling:
     Sampled again right before and after each (b) run: this shared VM's speed drifts by
     tens of percent over minutes, so each ratio is taken against its own neighbours."""
 
-    def __init__(self, twin, threads: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, twin, threads: int, extra_bufts: bool | None = None) -> None:  # type: ignore[no-untyped-def]
         import llama_cpp.llama_cpp as ll
 
         from launcher import native
 
         native.set_verbose(False)
-        self.model = native.Model(twin.embedding)
+        self.model = native.Model(twin.embedding, extra_bufts=extra_bufts)
         self.ctx = native.Context(
             self.model, native.ContextShape(1, 1024), threads=threads, embeddings=False,
             pooling=ll.LLAMA_POOLING_TYPE_NONE,
@@ -264,11 +274,29 @@ class Ceiling:
         self.model.close()
 
 
-def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results) -> float:
-    """(a) the median of ``repeats`` decodes."""
+def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: int) -> float:  # type: ignore[no-untyped-def]
+    """(a) the median of ``repeats`` decodes; then the same with extra buffer types (weight
+    repacking; AMX where built) switched the other way, samples interleaved with the
+    first model's so the VM's drift hits both alike."""
     tps = median([ceiling.sample() for _ in range(repeats)])
-    res.add("a", "raw ceiling: 512-token prompt, last-token output", f"{tps:.1f} tok/s",
-            note=f"{512 / tps:.1f} s per 512 tokens")  # fmt: skip
+    used = ceiling.model.extra_bufts
+    on, off = ("on", "off") if used.on else ("off", "on")
+    note = f"{512 / tps:.1f} s per 512 tokens; extra buffer types {used.describe()}"
+    res.add("a", "raw ceiling: 512-token prompt, last-token output", f"{tps:.1f} tok/s", note=note)
+    from launcher import native
+
+    if not used.on and native.amx_guarded():
+        why = "llama.cpp's AMX path would crash here (ggml-org/llama.cpp PR #26954)"
+        res.add("a", "  the same, extra buffer types on", "not run", note=why)
+        return tps
+    other = Ceiling(twin, threads, extra_bufts=not used.on)
+    try:
+        pairs = [(ceiling.sample(), other.sample()) for _ in range(repeats)]
+    finally:
+        other.close()
+    this, that = median([a for a, _ in pairs]), median([b for _, b in pairs])
+    res.add("a", f"  the same, extra buffer types {off}", f"{that:.1f} tok/s",
+            note=f"interleaved with {this:.1f} tok/s with them {on}")  # fmt: skip
     return tps
 
 
@@ -895,6 +923,10 @@ NOTES = """
   than one at a time here, so the engine decodes one input at a time. Flash attention in
   the vision encoder changes its output by 1-cos 3e-7; in the text model it stays off,
   since there it makes a vector depend on the batch layout.
+- **Extra buffer types** (row "a, the same"): llama.cpp's repacked weights (and AMX
+  buffers where built) against plain memory-mapped weights, sampled alternately; `auto`
+  keeps them on except where llama.cpp's AMX path would crash (issue 14), and
+  `extra_buffer_types = false` turns them off where they do not pay.
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
   dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
 - **(c)** "findable by name" is tier 0 of a run: the walk and one commit of every new
@@ -1012,7 +1044,9 @@ def main() -> int:
     ceiling: Ceiling | None = None
     if want("a") or want("b"):
         ceiling = first = Ceiling(twin, threads)
-        sections.append(("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res)))
+        sections.append(
+            ("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res, twin, threads))
+        )
     if want("b") or want("g") or want("h"):
         sections.append(("b", lambda: bench_indexing(env, work, args.quick, ceiling, res,
                                                       twin, threads)))  # fmt: skip

@@ -10,7 +10,6 @@ mmproj stays F16 (as published). Generated once into the cache dir, never commit
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import time
@@ -61,20 +60,6 @@ def qwen2_vocab_file() -> Path:
     return target
 
 
-def quantize(src: Path, dst: Path, ftype: int = 15, threads: int = 0) -> None:
-    """llama.cpp's quantizer (ftype 15 = Q4_K_M)."""
-    import llama_cpp.llama_cpp as ll
-
-    params = ll.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = threads
-    tmp = dst.with_suffix(".tmp")
-    rc = ll.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
-    if rc != 0:
-        raise RuntimeError(f"llama_model_quantize failed ({rc})")
-    os.replace(tmp, dst)
-
-
 def ensure_twin(folder: Path | None = None, *, log=print) -> Twin:  # type: ignore[no-untyped-def]
     folder = paths.ensure(folder or paths.cache_dir() / "bench")
     twin = Twin(
@@ -90,7 +75,7 @@ def ensure_twin(folder: Path | None = None, *, log=print) -> Twin:  # type: igno
         f16 = folder / f"twin-{role}-f16.gguf"
         started = time.monotonic()
         synth.write_text_model(f16, role=role, seed=7, shape=synth.QWEN3VL_2B_TEXT, vocab=vocab)  # type: ignore[arg-type]
-        quantize(f16, out)
+        synth.quantize(f16, out, "Q4_K_M")
         f16.unlink()
         log(f"built {out.name} in {time.monotonic() - started:.0f} s")
     if not twin.mmproj.exists():

@@ -126,6 +126,9 @@ def _list(args: argparse.Namespace) -> int:
         cfg = resolved.config_path
         if cfg is not None:
             print(f"  {'config':<16} {cfg}" + ("" if cfg.is_file() else " (not present)"))
+        from .native import resolve_extra_bufts
+
+        print(f"  {'repack/AMX':<16} extra buffer types {resolve_extra_bufts().describe()}")
         if resolved.model is None and resolved.sources.get("model") != "off":
             print(f"\nNo embedding model: {models.PULL_HINT}.")
     if error is not None:

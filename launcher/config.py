@@ -11,7 +11,10 @@ Example::
     reranker_mmproj = "..."
 
 ``threads = 4`` (CPU threads) goes at the top, before any table; inside ``[models]`` it is
-accepted too (a key written after ``[models]`` lands there).
+accepted too (a key written after ``[models]`` lands there). So does
+``extra_buffer_types = "auto"``: ``true``/``false`` force llama.cpp's weight repacking and
+AMX buffers on or off; ``$LAUNCHER_EXTRA_BUFFER_TYPES`` overrides it
+(``native.resolve_extra_bufts``).
 
 Relative paths are relative to the folder of the config file; ``~`` is expanded.
 A missing file means defaults. Other areas read their own tables from ``Config.raw``
@@ -41,6 +44,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 MODEL_KEYS = ("model", "mmproj", "reranker", "reranker_mmproj")
+EXTRA_BUFFER_TYPES_ENV = "LAUNCHER_EXTRA_BUFFER_TYPES"
+_SWITCH = {"auto": None, "on": True, "true": True, "yes": True, "1": True}
+_SWITCH.update({"off": False, "false": False, "no": False, "0": False})
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Config:
     reranker: str | None = None
     reranker_mmproj: str | None = None
     threads: int | None = None
+    extra_buffer_types: bool | None = None  # None: automatic
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def table(self, name: str) -> dict[str, Any]:
@@ -75,6 +82,15 @@ class Config:
 def is_off(value: str | None) -> bool:
     """True for the values that switch a model slot off ("none", "off", "false")."""
     return value is not None and value.strip().lower() in ("none", "off", "false")
+
+
+def parse_switch(value: object, where: str) -> bool | None:
+    """An on/off/auto setting: True, False, or None for "auto"; ``ConfigError`` otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _SWITCH:
+        return _SWITCH[value.strip().lower()]
+    raise ConfigError(f"{where} must be on, off or auto (true/false), not {value!r}")
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -116,7 +132,11 @@ def _from_raw(path: Path, raw: dict[str, Any]) -> Config:
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise ConfigError(f"{path}: threads must be a whole number >= 1")
-    return Config(path=path, exists=True, threads=threads, raw=raw, **values)
+    bufts = raw.get("extra_buffer_types", models.get("extra_buffer_types"))
+    extra = None if bufts is None else parse_switch(bufts, f"{path}: extra_buffer_types")
+    return Config(
+        path=path, exists=True, threads=threads, extra_buffer_types=extra, raw=raw, **values
+    )
 
 
 def save_config(raw: Mapping[str, Any], path: Path | None = None) -> Path:

@@ -117,6 +117,7 @@ class QwenEngine:
         min_pixels: int = img.MIN_PIXELS,
         max_pixels: int = img.MAX_PIXELS,
         verbose: bool = False,
+        extra_bufts: bool | None = None,
     ) -> None:
         native.set_verbose(verbose)
         self.model_path = Path(model_path)
@@ -125,7 +126,9 @@ class QwenEngine:
         self.threads = threads or native.physical_cores()
         self.min_pixels = min_pixels
         self.max_pixels = max(min_pixels, min(max_pixels, img.MAX_PIXELS))
-        self.model = native.Model(self.model_path)
+        self.model = native.Model(self.model_path, extra_bufts=extra_bufts)
+        if not self.model.extra_bufts.on:
+            log.info("extra buffer types off: %s", self.model.extra_bufts.why)
         self._owns_model = True
         self.max_tokens = min(max_tokens, self.model.n_ctx_train or max_tokens)
         if self.mmproj_path is not None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import _thread
 import collections
 import ctypes
+import functools
 import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,7 +26,7 @@ from .errors import EngineError, ModelError
 
 # llama.cpp's log lines, kept for error messages; printed only in verbose mode.
 _LOG_LINES: collections.deque[str] = collections.deque(maxlen=200)
-_log_state = {"verbose": False, "installed": False}
+_log_state = {"verbose": False}
 _log_lock = threading.Lock()
 _LOG_CALLBACK: Any = None  # keep a reference: ctypes callbacks must outlive their use
 INTERRUPT_AGAIN_S = 0.05  # see _on_log
@@ -85,16 +87,16 @@ def set_verbose(verbose: bool) -> None:
     global _LOG_CALLBACK
     with _log_lock:
         _log_state["verbose"] = verbose
-        if _log_state["installed"]:
-            return
         import llama_cpp.llama_cpp as ll
         import llama_cpp.mtmd_cpp as mt
 
-        _LOG_CALLBACK = ll.llama_log_callback(_on_log)
+        # Set again each time: other code in the process may have replaced the callback,
+        # and error messages need these lines.
+        if _LOG_CALLBACK is None:
+            _LOG_CALLBACK = ll.llama_log_callback(_on_log)
         ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         mt.mtmd_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
         mt.mtmd_helper_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
-        _log_state["installed"] = True
 
 
 def recent_log(n: int = 3, *, errors_only: bool = True) -> str:
@@ -132,6 +134,135 @@ def physical_cores() -> int:
     return max(1, count // 2) if count > 2 else count
 
 
+# -- extra buffer types (weight repacking, AMX) -------------------------------------------
+#
+# llama.cpp can place weights in "extra" CPU buffer types: CPU_REPACK (Q4_0, Q4_K, IQ4_NL...
+# rearranged for AVX2/AVX-512/NEON kernels) and, in a build made on a CPU with AMX, the AMX
+# buffer, whose matmul kills the process with SIGILL on worker threads (tilezero without
+# the thread's own XTILEDATA permission; ggml-org/llama.cpp PR #26954). Only that case turns
+# them off: repacking stays where it is safe. ``use_extra_bufts`` is the finest switch the
+# API has: a tensor override can pick CPU_REPACK per tensor, but forcing it onto a tensor
+# it cannot repack aborts.
+
+AMX_PR = "ggml-org/llama.cpp PR #26954"
+# The first llama-cpp-python whose llama.cpp contains that fix; set it then and the guard
+# lifts for that version and later ones (None: no fixed release yet).
+AMX_FIXED_IN: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtraBufts:
+    """Whether models load with llama.cpp's extra CPU buffer types, and why."""
+
+    on: bool
+    why: str
+
+    def describe(self) -> str:
+        return f"{'on' if self.on else 'off'} ({self.why})"
+
+
+def build_features(system_info: str) -> frozenset[str]:
+    """The features llama.cpp's ``llama_print_system_info`` reports as ``NAME = 1``."""
+    return frozenset(re.findall(r"([A-Za-z0-9_]+) = 1\b", system_info))
+
+
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str] | None:
+    """The CPU flags of the first ``flags`` line of a /proc/cpuinfo text (None if absent)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def amx_would_run(system_info: str, cpu_flags: frozenset[str] | None) -> bool:
+    """True when llama.cpp would use its AMX matmul: the build has ``AMX_INT8 = 1`` and the
+    CPU advertises AMX. Unknown CPU flags (no /proc/cpuinfo) count as AMX: such a build
+    was made for an AMX CPU, and the guard costs speed, never correctness."""
+    if "AMX_INT8" not in build_features(system_info):
+        return False
+    return cpu_flags is None or bool({"amx_int8", "amx_tile"} & cpu_flags)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def amx_fixed(version: str, fixed_in: str | None) -> bool:
+    """Whether llama-cpp-python ``version`` has the AMX fix, first released in ``fixed_in``
+    (``AMX_FIXED_IN``; None: not yet)."""
+    return fixed_in is not None and _version(version) >= _version(fixed_in)
+
+
+def amx_crash_risk(system_info: str, cpu_flags: frozenset[str] | None, version: str) -> bool:
+    """llama.cpp's AMX path would run, and llama-cpp-python ``version`` lacks the fix."""
+    return amx_would_run(system_info, cpu_flags) and not amx_fixed(version, AMX_FIXED_IN)
+
+
+def decide_extra_bufts(
+    setting: bool | None,
+    source: str,
+    system_info: str,
+    cpu_flags: frozenset[str] | None,
+    version: str,
+) -> ExtraBufts:
+    """Extra buffer types for a forced ``setting`` (True/False, from ``source``) or, for
+    None, automatically: on, unless llama.cpp's AMX path would run and crash."""
+    risky = amx_crash_risk(system_info, cpu_flags, version)
+    if setting is not None:
+        warn = f"; AMX may crash, see {AMX_PR}" if setting and risky else ""
+        return ExtraBufts(setting, f"forced by {source}{warn}")
+    if risky:
+        return ExtraBufts(False, f"auto: AMX guard, {AMX_PR}")
+    return ExtraBufts(True, "auto")
+
+
+@functools.cache
+def system_info() -> str:
+    """llama.cpp's build features (``CPU : SSE3 = 1 | ... | AMX_INT8 = 1 | ...``)."""
+    raw = _backend().llama_print_system_info()
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's flags from /proc/cpuinfo; None where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return parse_cpu_flags(fh.read())
+    except OSError:
+        return None
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return str(llama_cpp.__version__)
+
+
+def amx_guarded() -> bool:
+    """Whether extra buffer types would crash in this process (``amx_crash_risk`` here)."""
+    return amx_crash_risk(system_info(), cpu_flags(), llama_cpp_version())
+
+
+def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
+    """The extra-buffer-types decision for this process: ``setting`` if given, else
+    $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in the config file, else auto."""
+    from . import config
+
+    source = "the caller"
+    if setting is None:
+        env = os.environ.get(config.EXTRA_BUFFER_TYPES_ENV, "").strip()
+        if env:
+            source = f"${config.EXTRA_BUFFER_TYPES_ENV}"
+            setting = config.parse_switch(env, source)
+        else:
+            cfg = config.load_config()
+            source = f"extra_buffer_types in {cfg.path}"
+            setting = cfg.extra_buffer_types
+    return decide_extra_bufts(setting, source, system_info(), cpu_flags(), llama_cpp_version())
+
+
 _backend_ready = False
 
 
@@ -147,13 +278,18 @@ def _backend() -> Any:
 
 
 class Model:
-    """A loaded GGUF language model (weights memory-mapped, CPU only)."""
+    """A loaded GGUF language model (weights memory-mapped, CPU only).
 
-    def __init__(self, path: Path) -> None:
+    ``extra_bufts`` forces llama.cpp's extra buffer types on or off; None decides as
+    ``resolve_extra_bufts`` does (``self.extra_bufts`` says what was used and why)."""
+
+    def __init__(self, path: Path, *, extra_bufts: bool | None = None) -> None:
         ll = _backend()
         self.path = path
+        self.extra_bufts = resolve_extra_bufts(extra_bufts)
         params = ll.llama_model_default_params()
         params.n_gpu_layers = 0
+        params.use_extra_bufts = self.extra_bufts.on
         ptr = ll.llama_model_load_from_file(os.fsencode(path), params)
         if not ptr:
             raise ModelError(f"llama.cpp could not load {path}: {recent_log() or 'unknown error'}")

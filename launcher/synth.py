@@ -45,6 +45,8 @@ __all__ = [
     "QWEN3VL_2B_TEXT",
     "QWEN3VL_2B_VISION",
     "QWEN_SPECIAL_TOKENS",
+    "QUANT_TEXT",
+    "QUANT_TYPES",
     "TINY_TEXT",
     "TINY_VISION",
     "TextShape",
@@ -52,6 +54,7 @@ __all__ = [
     "Vocab",
     "byte_vocab",
     "bytes_to_unicode",
+    "quantize",
     "qwen2_vocab_from_gguf",
     "read_gguf_kv",
     "write_mmproj",
@@ -197,6 +200,21 @@ TINY_TEXT = TextShape(
     head_dim=16,
     n_deepstack=2,
     rope_sections=(3, 3, 2, 0),
+    context_length=4096,
+)
+
+# The smallest text shape llama.cpp quantizes as it does a real model: K-quants need rows
+# of 256 (n_embd, n_ff, n_head * head_dim), weight repacking needs row counts divisible
+# by 8. Quantized with ``quantize`` for tests of the kernels users actually run.
+QUANT_TEXT = TextShape(
+    n_layer=2,
+    n_embd=256,
+    n_ff=512,
+    n_head=4,
+    n_head_kv=2,
+    head_dim=64,
+    n_deepstack=1,
+    rope_sections=(11, 11, 10, 0),
     context_length=4096,
 )
 
@@ -711,6 +729,30 @@ def write_text_model(
 
     _stream_write(w, specs, seed=seed, f16=s.f16, override=override)
     return path
+
+
+# llama.cpp's file types (enum llama_ftype) for ``quantize``.
+QUANT_TYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
+
+
+def quantize(src: str | Path, dst: str | Path, ftype: str = "Q4_K_M", threads: int = 0) -> Path:
+    """Quantize a GGUF with llama.cpp's own ``llama_model_quantize`` (written beside ``dst``,
+    then renamed, so ``dst`` is whole or absent). Returns ``dst``."""
+    import ctypes
+    import os
+
+    import llama_cpp.llama_cpp as ll
+
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[ftype]
+    params.nthread = threads
+    dst = Path(dst)
+    tmp = dst.with_suffix(".tmp")
+    rc = ll.llama_model_quantize(os.fsencode(src), os.fsencode(tmp), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize {src} to {ftype} failed ({rc})")
+    os.replace(tmp, dst)
+    return dst
 
 
 def write_mmproj(

@@ -46,8 +46,9 @@ def test_first_pass_keeps_the_exact_top_hits(big_store):
         fast = snap.search_scores(q, shortlist=400)
         got = np.argsort(-fast)[:10]
         hits += len(set(exact) & set(got))
-        # the kept rows carry their exact full-dim score
-        np.testing.assert_allclose(fast[got], snap.scores(q)[got], rtol=1e-5, atol=1e-6)
+        # the kept rows carry their exact full-dim score (float32 dot products of 512 terms:
+        # BLAS kernels sum in CPU-specific orders, so 1e-4, far below a coarse score's error)
+        np.testing.assert_allclose(fast[got], snap.scores(q)[got], rtol=0, atol=1e-4)
     assert hits / (10 * len(queries)) >= 0.99
 
 
@@ -84,5 +85,5 @@ def test_exact_match_outside_the_shortlist_gets_its_exact_score(big_store, monke
     hits = searcher.search(Query(text="123.txt", top=5))
     assert hits[0].path == target and hits[0].exact
     exact_best = float(np.max(snap.scores(q)[rows]))
-    assert hits[0].score == pytest.approx(exact_best, abs=1e-5)
+    assert hits[0].score == pytest.approx(exact_best, abs=1e-4)
     assert all(np.isfinite(h.score) for h in hits)

@@ -128,7 +128,7 @@ def test_rerank_reorders_by_reranker_scores(service, models_env):
     with Reranker(models_env.rank, threads=2) as rr:
         doc = f"{reranked[0].name}\n{reranked[0].snippet}".strip()
         expected = rr.score("budget costs", [doc])[0]
-    assert abs(expected - scores[0]) < 1e-6
+    assert abs(expected - scores[0]) < 1e-4  # another batch layout: float32 noise only
 
 
 def test_no_reranker_is_a_clear_note(corpus, monkeypatch, capsys):
