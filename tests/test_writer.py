@@ -405,9 +405,15 @@ def test_an_interrupted_run_is_recorded_with_its_counts(models_env, tmp_path, ca
         """Ctrl+C as the 10th file's card comes up (the progress callback is on the
         indexing thread, where SIGINT's KeyboardInterrupt lands)."""
 
+        fired = False
+
         def __call__(self, p) -> None:
-            if p.phase == "cards" and p.done == 10:
+            if p.phase == "cards" and p.done >= 10 and not self.fired:  # done moves by batches
+                self.fired = True
                 raise KeyboardInterrupt
+
+        def close(self) -> None:  # as TerminalProgress: erase the line
+            pass
 
     original = cli_index.TerminalProgress
     monkeypatch.setattr(cli_index, "TerminalProgress", CtrlC)
