@@ -950,6 +950,142 @@ def test_screenshot_of_the_page(page: Any, served: Served) -> None:
     assert out.stat().st_size > 1000
 
 
+def _open(browser: Any, running: ui.RunningUI, width: int = 1000) -> tuple[Any, Any]:
+    ctx = browser.new_context(viewport={"width": width, "height": 760})
+    pg = ctx.new_page()
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors  # type: ignore[attr-defined]
+    pg.goto(running.open_url)
+    pg.wait_for_selector("#lq input, #lq textarea")
+    pg.wait_for_function("window.__launcher && window.__launcher.installed")
+    return ctx, pg
+
+
+def _chips(page: Any) -> list[str]:
+    return page.eval_on_selector_all(
+        "#lchips .lchip", "cs => cs.map(c => c.dataset.filter + ':' + c.innerText.trim())"
+    )
+
+
+def test_filter_chips_show_active_filters_and_remove_them(page: Any, served: Served) -> None:
+    assert _chips(page) == []
+    page.locator("#lfilters").get_by_text("Filters").first.click()
+    page.locator("#lkinds").get_by_label("pdf").check()
+    folder = page.locator("#lfolder input, #lfolder textarea").first
+    folder.fill(str(served.root / "docs"))
+    folder.press("Enter")
+    page.locator("#lfilters").get_by_text("Filters").first.click()  # closed again
+    page.wait_for_function("document.querySelectorAll('#lchips .lchip').length === 2")
+    chips = _chips(page)
+    assert chips[0].startswith("kinds:kind: pdf") and chips[1].startswith("folder:in ")
+    assert "docs" in chips[1]
+    text = "notes plans file invoice total"
+    _search_box(page).click()
+    _search_box(page).type(text)
+    _wait_rows(page, _expected(served.svc, text, kinds=["pdf"], folder=str(served.root / "docs")))
+    # the kind chip's x (keyboard: it is a button) clears the kind and searches again
+    page.locator('#lchips button[data-clear="kinds"]').focus()
+    page.keyboard.press("Enter")
+    _wait_rows(page, _expected(served.svc, text, folder=str(served.root / "docs")))
+    assert served.svc.queries[-1].kinds == frozenset()
+    page.wait_for_function("document.querySelectorAll('#lchips .lchip').length === 1")
+    assert [c.split(":")[0] for c in _chips(page)] == ["folder"]
+    assert not page.locator("#lkinds").get_by_label("pdf").is_checked()
+    # the folder chip (a filter searched on Enter) clears and searches too
+    page.locator('#lchips button[data-clear="folder"]').click()
+    _wait_rows(page, _expected(served.svc, text))
+    page.wait_for_function("!document.querySelector('#lchips .lchip')")
+    assert served.svc.queries[-1].folder is None
+    assert folder.input_value() == ""
+
+
+def test_status_line_fits_and_never_flashes(page: Any, served: Served) -> None:
+    served.svc.message = "indexing: embedding 1234/56789 · watching 12 folders · " + "x" * 80
+    served.svc.queued = 4321
+    try:
+        page.wait_for_function("document.querySelector('#lstatus').innerText.includes('4,321')")
+        page.evaluate("""() => {
+            window.__seen = [];
+            const el = document.querySelector('#lstatus');
+            new MutationObserver(() => window.__seen.push(el.innerText.trim()))
+                .observe(el, {childList: true, subtree: true, characterData: true,
+                              attributes: true});
+        }""")
+        time.sleep(3.5)  # one status refresh (UIOptions.status_every = 3 s) or more
+        seen = page.evaluate("window.__seen")
+        assert seen, "the status line never refreshed"
+        assert all(s.startswith(f"{len(served.svc.paths)} files") for s in seen), seen
+        box = page.evaluate("""() => {
+            const s = document.querySelector('#lstatus .lstat');
+            const r = s.getBoundingClientRect();
+            return {right: r.right, width: window.innerWidth, title: s.title,
+                    clipped: s.scrollWidth > s.clientWidth,
+                    ellipsis: getComputedStyle(s).textOverflow,
+                    reindex: document.querySelector('#lreindex').getBoundingClientRect().left};
+        }""")
+        assert box["right"] <= box["reindex"] <= box["width"], box  # not under the button
+        assert box["ellipsis"] == "ellipsis" and box["clipped"]
+        assert "4,321 queued" in box["title"] and "x" * 80 in box["title"]
+    finally:
+        served.svc.message = "watching 1 folder"
+        served.svc.queued = 0
+
+
+def test_status_shows_the_current_count_at_once(browser: Any, tmp_path: Path) -> None:
+    svc = FakeService(tmp_path / "root")
+    opts = ui.UIOptions(status_every=3600)  # no refresh while the test runs
+    with ui.serve(svc, port=0, open_browser=False, hotkey=None, options=opts) as running:
+        svc.paths |= {f"/later/{i}.txt" for i in range(5)}  # indexed after launch
+        ctx, pg = _open(browser, running)
+        try:
+            want = f"{len(svc.paths)} files"
+            pg.wait_for_function(
+                "(w) => document.querySelector('#lstatus').innerText.includes(w)", arg=want
+            )
+        finally:
+            ctx.close()
+
+
+def test_show_more_loads_the_next_page(browser: Any, tmp_path: Path) -> None:
+    svc = FakeService(tmp_path / "root")
+    text = "invoice total milk tax sunset cat weird plans"
+    every = _expected(svc, text, top=50)
+    assert len(every) >= 5
+    with ui.serve(
+        svc, port=0, open_browser=False, hotkey=None, options=ui.UIOptions(top=2)
+    ) as running:
+        ctx, pg = _open(browser, running)
+        try:
+            _search_box(pg).type(text)
+            _wait_rows(pg, every[:2])
+            assert f"2 of {len(every)} results" in pg.inner_text("#lresults .linfo")
+            # keyboard: down past the last row reaches "Show more", Enter loads the next page
+            pg.keyboard.press("ArrowDown")
+            pg.keyboard.press("ArrowDown")
+            assert pg.evaluate("document.activeElement.classList.contains('lmore')")
+            pg.keyboard.press("Enter")
+            _wait_rows(pg, every[:4])
+            assert svc.queries[-1].top == 4
+            assert pg.get_attribute("#lresults .lrow.sel", "data-path") == every[2]
+            assert pg.evaluate("!!document.activeElement.closest('#lq')")
+            while pg.locator("#lresults .lmore").count():  # the mouse works too
+                n = len(_row_paths(pg))
+                pg.click("#lresults .lmore")
+                _wait_rows(pg, every[: n + 2])
+            assert _row_paths(pg) == every
+            assert f"{len(every)} results" in pg.inner_text("#lresults .linfo")
+            # a new query starts again at one page
+            pg.keyboard.press("Escape")
+            _search_box(pg).type("invoice")
+            _wait_rows(pg, _expected(svc, "invoice", top=2))
+            assert svc.queries[-1].top == 2
+            assert pg.errors == []  # type: ignore[attr-defined]
+        finally:
+            ctx.close()
+
+
 def test_no_outbound_connections(served: Served) -> None:
     """Nothing the server did (start, searches, thumbnails, the browser tests) left this machine."""
     assert served.outbound == []
