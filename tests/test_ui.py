@@ -12,6 +12,7 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ui_fake import FakeService
 
 from launcher import opener, ui
 from launcher.hotkey import DEFAULT_HOTKEY, HotkeyUnavailable
-from launcher.query import Hit, IndexStatus
+from launcher.query import Hit, IndexStatus, Results
 from launcher.ui import bind as ui_bind
 
 HAVE_GRADIO = importlib.util.find_spec("gradio") is not None
@@ -146,6 +147,75 @@ def test_status_html() -> None:
     assert "indexing" in out and "&lt;3&gt;" in out and "queued" not in out
     out = ui.render_status(IndexStatus(files=10, pending=0, failed=0, queued=7))
     assert "7 queued" in out
+
+
+def test_results_say_the_total_and_offer_more() -> None:
+    hits = [_hit(f"f{i}.txt") for i in range(2)]
+    q = ui.build_query("hello", top=2)
+    assert q is not None
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=57), q))
+    assert "2 of 57 results" in out and 'class="lmore" data-shown="2"' in out
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=2, capped=True), q))
+    assert "2 of 2+ results" in out and "lmore" in out  # the search stopped counting
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=2), q))
+    assert "2 results" in out and "lmore" not in out
+    one = ui.render_results(hits[:1], info=ui.found(Results(hits[:1]), q))
+    assert ">1 result<" in one
+    filtered = ui.build_query("hello", kinds=["pdf"])
+    assert filtered is not None
+    assert "No matches with the filters above" in ui.render_results(
+        [], info=ui.found(Results(), filtered)
+    )
+    assert "No matches." in ui.render_results([])
+
+
+def test_weak_matches_are_dimmed_under_a_notice() -> None:
+    q = ui.build_query("qwzxv kplmrt")
+    assert q is not None
+    weak = [_hit(f"f{i}.txt", matched="meaning", relevance=1.0, score=0.12) for i in range(3)]
+    info = ui.found(weak, q)
+    assert info.weak
+    out = ui.render_results(weak, info=info)
+    assert ui.WEAK_NOTICE in out and out.count("lweak") == 3
+    assert "0.12" in out and "1.00" not in out  # similarity, not a rank that reads 1.00
+    reranked = [replace(weak[0], rerank_score=0.83)]
+    assert "rerank 0.83" in ui.render_results(reranked, info=ui.found(reranked, q))
+    # one file has the words, or one matches exactly, or no words at all: not weak
+    worded = [*weak, _hit("w.txt", matched="words+meaning", relevance=0.5)]
+    assert not ui.found(worded, q).weak
+    assert not ui.found([replace(weak[0], exact=True)], q).weak
+    assert not ui.found(Results(weak, by_words=2), q).weak
+    assert ui.found(Results([replace(h, matched="") for h in weak], by_words=0), q).weak
+    picture = ui.build_query("", object())
+    assert picture is not None and not ui.found(weak, picture).weak
+    assert not ui.found([replace(h, matched="") for h in weak], q).weak  # unknown: say nothing
+
+
+def test_page_limit_is_whole_pages_within_bounds() -> None:
+    assert ui.page_limit(None, 20) == 20
+    assert ui.page_limit("40", 20) == 40
+    assert ui.page_limit(41, 20) == 60
+    assert ui.page_limit(-5, 20) == 20
+    assert ui.page_limit(float("nan"), 20) == 20
+    assert ui.page_limit(float("inf"), 20) == 20
+    assert ui.page_limit(10**12, 20) == ui.MAX_RESULTS
+
+
+def test_filter_chips_name_each_active_filter() -> None:
+    assert ui.render_chips() == "" and ui.render_chips([], "  ", "any time", None, None, 0) == ""
+    out = ui.render_chips(
+        ["pdf", "bogus", "image"],
+        "/data/<b>x</b>",
+        "past week",
+        datetime(2024, 5, 1),
+        "2024-06-30",
+        0.25,
+    )
+    names = re.findall(r'data-clear="([^"]+)"', out)
+    assert names == ["kinds", "folder", "when", "after", "before", "min_score"]
+    assert "kind: pdf, image" in out and "bogus" not in out and "<b>" not in out
+    assert "after 2024-05-01" in out and "before 2024-06-30" in out and "0.25" in out
+    assert ui.render_chips(min_score=float("nan")) == ""
 
 
 def test_queued_hit_says_its_content_is_still_being_indexed() -> None:
@@ -910,6 +980,7 @@ def test_filters_kind(page: Any, served: Served) -> None:
 
 
 def test_status_and_reindex(page: Any, served: Served) -> None:
+    page.wait_for_function("document.querySelector('#lstatus').innerText.includes('files')")
     status = page.inner_text("#lstatus")
     assert f"{len(served.svc.paths)} files" in status
     assert "2 pending" in status and "1 failed" in status
