@@ -155,9 +155,10 @@ class Searcher:
 
     # -- search -----------------------------------------------------------------------
 
-    def search(self, query: Query) -> Results:
-        """The first ``query.top`` hits; ``total`` counts every file found (capped: the
-        meaning ranking looks at ``max(top, SHORTLIST)`` files, words at ``TEXT_CANDIDATES``)."""
+    def search(self, query: Query) -> list[Hit]:
+        """The first ``query.top`` hits, as ``Results``: its ``total`` counts every file
+        found (capped: the meaning ranking looks at ``max(top, SHORTLIST)`` files, words at
+        ``TEXT_CANDIDATES``)."""
         snap = self._snapshot()
         if not snap.files or (not query.text.strip() and query.image is None):
             return Results()
