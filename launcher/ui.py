@@ -788,7 +788,7 @@ footer { display: none !important; }
 #lstatus .wrap, #lstatus .progress-text, #lstatus .eta-bar, #lstatus .meta-text,
 #lstatus .meta-text-center, #lstatus .progress-bar-wrap { display: none !important; }
 #lstatus.pending, #lstatus .pending { opacity: 1 !important; }
-#lchips:empty, #lchips .prose:empty { display: none; }
+#lchips:not(:has(.lchip)), #lclears { display: none !important; }  /* no empty gap */
 #lchips .lchips { display: flex; flex-wrap: wrap; gap: 6px; margin: 0 2px; }
 #lchips .lchip {
   display: inline-flex; align-items: center; gap: 2px; font-size: 12px;
@@ -1249,7 +1249,7 @@ def build_app(
                     "Re-index", size="sm", elem_id="lreindex", scale=0, min_width=90
                 )
             chips = gr.HTML("", elem_id="lchips", js_on_load=JS_CHIPS, apply_default_css=False)
-            with gr.Row(visible="hidden"):  # pressed by the chips' remove buttons
+            with gr.Row(visible="hidden", elem_id="lclears"):  # pressed by the chips' x
                 clear_btns = {
                     name: gr.Button(elem_id=f"lclear-{name}", visible="hidden") for name in FILTERS
                 }
