@@ -63,6 +63,24 @@ class Hit:
     matched: str = ""  # why it is here: "words", "meaning" or "words+meaning"
 
 
+class Results(list[Hit]):
+    """Hits, best first, and how many files the search found in all (a plain list
+    elsewhere: ``len`` is the number shown, ``total`` the number found)."""
+
+    def __init__(
+        self,
+        hits: Sequence[Hit] = (),
+        *,
+        total: int | None = None,
+        capped: bool = False,
+        by_words: int | None = None,
+    ) -> None:
+        super().__init__(hits)
+        self.total = len(self) if total is None else max(total, len(self))
+        self.capped = capped  # the search stopped looking: ``total`` is a lower bound
+        self.by_words = by_words  # files found by their words (None: words not searched)
+
+
 @dataclass(frozen=True)
 class IndexStatus:
     files: int

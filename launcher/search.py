@@ -28,7 +28,7 @@ from .errors import InputError, LauncherError, ModelError, ModelNotFound, ModelS
 from .fulltext import FullText, Term, TextFilter, TextHit, TextQuery, parse_query
 from .indexed import open_indexed, unchanged
 from .inputs import EmbedInput, RerankDoc
-from .query import KIND_GROUPS, Hit, IndexStatus, Query
+from .query import KIND_GROUPS, Hit, IndexStatus, Query, Results
 from .store import FileRecord, RowRef, Snapshot
 from .walk import IndexSettings
 
@@ -147,9 +147,12 @@ class Searcher:
     # -- search -----------------------------------------------------------------------
 
     def search(self, query: Query) -> list[Hit]:
+        """The first ``query.top`` hits, as ``Results``: its ``total`` counts every file
+        found (capped: the meaning ranking looks at ``max(top, SHORTLIST)`` files, words at
+        ``TEXT_CANDIDATES``)."""
         snap = self._snapshot()
         if not snap.files or (not query.text.strip() and query.image is None):
-            return []
+            return Results()
         tables = self._tables
         if (
             tables is None
@@ -208,7 +211,15 @@ class Searcher:
                 matched="+".join(m for m, ranking in (("words", words), ("meaning", best))
                                  if fi in ranking),
             ))  # fmt: skip
-        return hits
+        total = sum(
+            1 for fi in fused if fi in exact or fi in words or best[fi][1] >= query.min_score
+        )
+        return Results(
+            hits,
+            total=total,
+            capped=len(best) >= want or len(words) >= TEXT_CANDIDATES,
+            by_words=len(words) if text is not None and parsed else None,
+        )
 
     def _words(
         self,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from . import paths
 from .errors import LauncherError
 from .hotkey import DEFAULT_HOTKEY, WINDOW_TITLE, Focuser, HotkeyHandle, HotkeyUnavailable
-from .query import KINDS, Hit, IndexStatus, Query, SearchService
+from .query import KINDS, Hit, IndexStatus, Query, Results, SearchService
 from .walk import plural
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ DEFAULT_PORT = 7733  # tried first so the URL is stable; any free port if taken
 DEBOUNCE_MS = 250
 THUMB_SIZE = 96
 MAX_PATH_CHARS = 4096
+MAX_RESULTS = 1000  # "Show more" stops here (each page is UIOptions.top more)
 MAX_QUERY_CHARS = 2000  # longer text is cut (a 1 MB query took half a minute to embed)
 QUERY_IMAGE_PIXELS = 50_000_000  # query images above this are refused before decoding
 MAX_IMAGE_BYTES = 50 * 1000 * 1000  # a query image file
@@ -316,8 +317,14 @@ def marked(text: str, marks: Sequence[tuple[int, int]]) -> str:
     return "".join(out)
 
 
-def _score(hit: Hit) -> tuple[str, str]:
-    """The one number a row shows, and what it means."""
+WEAK_NOTICE = "No file contains these words — closest by meaning:"
+
+
+def _score(hit: Hit, weak: bool = False) -> tuple[str, str]:
+    """The one number a row shows, and what it means. A weak match (nothing has the
+    query's words) shows its similarity: its rank-based relevance would read 1.00."""
+    if weak and not hit.queued:
+        return f"{hit.score:.2f}", "similarity by meaning (no file contains these words)"
     if hit.relevance:
         how = {"words": "its words", "meaning": "its meaning"}.get(hit.matched, "words and meaning")
         return f"{hit.relevance:.2f}", f"relevance (found by {how})"
@@ -368,8 +375,11 @@ def thumb_url(path: str, size: int = THUMB_SIZE) -> str:
     return "/thumb?" + urllib.parse.urlencode({"path": path_ref(path), "size": size})
 
 
-def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = None) -> str:
-    """One result row (everything from the hit is escaped)."""
+def render_hit(
+    hit: Hit, index: int, query_text: str = "", now: float | None = None, *, weak: bool = False
+) -> str:
+    """One result row (everything from the hit is escaped); ``weak``: shown dimmed, found
+    by meaning only although the query has words no file contains."""
     icon = _icon(hit)
     if hit.has_thumbnail:
         visual = (
@@ -399,10 +409,10 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
         snip_html = highlight(snippet, query_text) if snippet else ""
     if where:
         snip_html = f'<span class="lwhere">{esc(where)}</span> {snip_html}'
-    score_text, score_title = _score(hit)
+    score_text, score_title = _score(hit, weak)
     modified = relative_time(hit.mtime, now)
     exact_time = datetime.fromtimestamp(hit.mtime).strftime("%Y-%m-%d %H:%M") if hit.mtime else ""
-    sel = " sel" if index == 0 else ""
+    sel = (" sel" if index == 0 else "") + (" lweak" if weak else "")
     ref = path_ref(hit.path)
     # data-path: what Copy path copies; data-ref: how Open/Reveal name the file
     copy = hit.path if ref == hit.path else visible(hit.path)
@@ -429,6 +439,45 @@ def render_hit(hit: Hit, index: int, query_text: str = "", now: float | None = N
     )
 
 
+@dataclass(frozen=True)
+class Found:
+    """What the page says about a result list besides its rows."""
+
+    total: int = 0  # files the search found (more than it shows, with "Show more")
+    capped: bool = False  # the search stopped counting: ``total`` is a lower bound
+    weak: bool = False  # no file has the query's words: the rows are closest by meaning
+    more: bool = False  # a next page exists: show "Show more"
+    filtered: bool = False  # filters narrowed the search (said when nothing is found)
+
+
+def found(hits: Sequence[Hit], query: Query) -> Found:
+    """``Found`` for the hits of ``query`` (a ``Results`` knows its total; a plain list
+    counts only itself)."""
+    total, capped, by_words = len(hits), False, None
+    if isinstance(hits, Results):
+        total, capped, by_words = hits.total, hits.capped, hits.by_words
+    if by_words is None and any(h.matched for h in hits):
+        by_words = sum("words" in h.matched for h in hits)
+    weak = bool(query.text.strip() and hits and by_words == 0 and not any(h.exact for h in hits))
+    return Found(
+        total=total,
+        capped=capped,
+        weak=weak,
+        more=len(hits) >= query.top and (total > len(hits) or capped),
+        filtered=bool(
+            query.kinds
+            or query.folder
+            or query.modified_after
+            or query.modified_before
+            or query.min_score > 0
+        ),
+    )
+
+
+def _count(n: int, capped: bool = False) -> str:
+    return f"{n:,}{'+' if capped else ''} result{'s' if n != 1 or capped else ''}"
+
+
 def render_results(
     hits: Sequence[Hit],
     *,
@@ -436,21 +485,37 @@ def render_results(
     note: str = "",
     elapsed_ms: float | None = None,
     state: str = "done",
+    info: Found | None = None,
 ) -> str:
-    """The result list (``state``: "done", "reranking" or "reranked")."""
-    info = []
+    """The result list (``state``: "done", "reranking" or "reranked"), with the total
+    found, a notice when all rows are weak matches, and "Show more" when there is more."""
+    info = info or Found(total=len(hits))
+    parts = []
     if hits:
-        info.append(f"{len(hits)} result{'s' if len(hits) != 1 else ''}")
+        total = max(info.total, len(hits))
+        if total > len(hits) or info.capped:
+            parts.append(f"{len(hits):,} of {_count(total, info.capped)}")
+        else:
+            parts.append(_count(total))
     if elapsed_ms is not None:
-        info.append(f"{elapsed_ms:.0f} ms")
+        parts.append(f"{elapsed_ms:.0f} ms")
     if note:
-        info.append(note)
-    head = f'<div class="linfo" data-state="{esc(state)}">{esc(visible(" · ".join(info)))}</div>'
+        parts.append(note)
+    head = f'<div class="linfo" data-state="{esc(state)}">{esc(visible(" · ".join(parts)))}</div>'
     if not hits:
-        return head + '<div class="lempty">No matches.</div>'
+        why = " with the filters above" if info.filtered else ""
+        return head + f'<div class="lempty">No matches{why}.</div>'
+    if info.weak:
+        head += f'<div class="lnotice" role="note">{esc(WEAK_NOTICE)}</div>'
     now = time.time()
-    rows = "".join(render_hit(h, i, query_text, now) for i, h in enumerate(hits))
-    return f'{head}<div class="llist" role="listbox" data-count="{len(hits)}">{rows}</div>'
+    rows = "".join(render_hit(h, i, query_text, now, weak=info.weak) for i, h in enumerate(hits))
+    more = ""
+    if info.more:
+        more = (
+            f'<button type="button" class="lmore" data-shown="{len(hits)}" '
+            'title="Load the next results (Tab to reach, Enter)">Show more</button>'
+        )
+    return f'{head}<div class="llist" role="listbox" data-count="{len(hits)}">{rows}</div>{more}'
 
 
 HINT_HTML = (
@@ -472,6 +537,7 @@ EMPTY_INDEX_HINT = (
 
 
 def render_status(status: IndexStatus) -> str:
+    """The status line (one line: cut with an ellipsis, the whole text in its tooltip)."""
     parts = [
         f'<span data-k="files">{plural(status.files, "file")}</span>',
         f'<span data-k="pending">{status.pending:,} pending</span>',
@@ -490,7 +556,48 @@ def render_status(status: IndexStatus) -> str:
         parts.append('<span class="lbusy">indexing…</span>')
     if status.message:
         parts.append(f"<span>{esc(visible(status.message))}</span>")
-    return '<div class="lstat">' + " · ".join(parts) + "</div>"
+    line = " · ".join(parts)
+    whole = re.sub(r"<[^>]*>", "", line)  # the parts are escaped: this is their text
+    return f'<div class="lstat" title="{whole}">{line}</div>'
+
+
+FILTERS = ("kinds", "folder", "when", "after", "before", "min_score")  # chip names
+
+
+def render_chips(
+    kinds: Sequence[str] | None = None,
+    folder: str | None = None,
+    when: str | None = None,
+    after: Any = None,
+    before: Any = None,
+    min_score: float | None = None,
+) -> str:
+    """The active filters as chips (seen with the Filters panel closed); each chip's
+    button names the filter it removes (``FILTERS``)."""
+    chips: list[tuple[str, str]] = []
+    wanted = [k for k in (kinds or ()) if k in KINDS]
+    if wanted:
+        chips.append(("kinds", "kind: " + ", ".join(wanted)))
+    if folder and folder.strip():
+        chips.append(("folder", "in " + short_folder(os.path.expanduser(folder.strip()))))
+    if when and when != "any time":
+        chips.append(("when", f"modified {when}"))
+    for name, value in (("after", after), ("before", before)):
+        day = _as_datetime(value)
+        if day is not None:
+            chips.append((name, f"modified {name} {day:%Y-%m-%d}"))
+    score = float(min_score or 0.0)
+    if score > 0:  # NaN is not > 0
+        chips.append(("min_score", f"score ≥ {score:.2f}"))
+    if not chips:
+        return ""
+    out = [
+        f'<span class="lchip" data-filter="{name}">{esc(visible(text))}'
+        f'<button type="button" data-clear="{name}" title="Remove this filter" '
+        f'aria-label="Remove filter: {esc(visible(text))}">×</button></span>'
+        for name, text in chips
+    ]
+    return '<div class="lchips" role="group" aria-label="Active filters">' + "".join(out) + "</div>"
 
 
 # --------------------------------------------------------------------------- queries
@@ -607,12 +714,15 @@ def search_stream(
         return
     elapsed = (time.perf_counter() - started) * 1000
     text = query.text
+    info = found(hits, query)
     if not rerank or not hits:
-        yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=note)
+        yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=note, info=info)
         return
     if not _can_rerank(service):
         why = "no reranker available: embedding order"
-        yield render_results(hits, query_text=text, elapsed_ms=elapsed, note=_join(note, why))
+        yield render_results(
+            hits, query_text=text, elapsed_ms=elapsed, note=_join(note, why), info=info
+        )
         return
     yield render_results(
         hits,
@@ -620,6 +730,7 @@ def search_stream(
         elapsed_ms=elapsed,
         note=_join(note, "reranking…"),
         state="reranking",
+        info=info,
     )
     rq = replace(query, rerank=True)
     head = hits[: rerank_top if rerank_top > 0 else len(hits)]
@@ -633,7 +744,10 @@ def search_stream(
             if not isinstance(err, LauncherError):
                 log.exception("rerank failed")
             yield render_results(
-                _reranked_order(hits, scored), query_text=text, note=f"rerank failed: {err}"
+                _reranked_order(hits, scored),
+                query_text=text,
+                note=f"rerank failed: {err}",
+                info=info,
             )
             return
         done = start + size >= len(head)
@@ -644,6 +758,7 @@ def search_stream(
             elapsed_ms=elapsed,
             note="reranked" if done else f"reranking {len(scored)}/{len(head)}…",
             state="reranked" if done else "reranking",
+            info=info,
         )
 
 
@@ -673,8 +788,29 @@ footer { display: none !important; }
 #lctl { align-items: center; gap: 12px; flex-wrap: nowrap; }
 #lrerank { border: none !important; background: none !important; padding: 0 4px !important;
   box-shadow: none !important; flex: 0 0 auto !important; width: auto !important; }
-#lstatus { flex: 1 1 0 !important; min-width: 0 !important; }
-#lstatus .lstat { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+#lstatus { flex: 1 1 0 !important; min-width: 0 !important; overflow: hidden; }
+#lstatus > *, #lstatus .prose { min-width: 0; max-width: 100%; }
+#lstatus .lstat {
+  display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+}
+/* the status refreshes every few seconds: never gradio's timer or spinner over it */
+#lstatus .wrap, #lstatus .progress-text, #lstatus .eta-bar, #lstatus .meta-text,
+#lstatus .meta-text-center, #lstatus .progress-bar-wrap { display: none !important; }
+#lstatus.pending, #lstatus .pending { opacity: 1 !important; }
+#lchips:not(:has(.lchip)), #lclears { display: none !important; }  /* no empty gap */
+#lchips .lchips { display: flex; flex-wrap: wrap; gap: 6px; margin: 0 2px; }
+#lchips .lchip {
+  display: inline-flex; align-items: center; gap: 2px; font-size: 12px;
+  padding: 1px 2px 1px 10px; border-radius: 999px; background: var(--color-accent-soft);
+  border: 1px solid var(--color-accent); color: var(--body-text-color);
+}
+#lchips .lchip button {
+  border: none; background: none; cursor: pointer; font-size: 14px; line-height: 1;
+  padding: 0 6px; border-radius: 999px; color: var(--body-text-color-subdued);
+}
+#lchips .lchip button:hover, #lchips .lchip button:focus-visible {
+  background: var(--background-fill-secondary); color: var(--body-text-color);
+}
 #lfilters { padding: 2px 12px !important; }
 #lstatus { font-size: 12px; color: var(--body-text-color-subdued); }
 #lstatus .lbad { color: var(--error-text-color, #c0392b); }
@@ -717,6 +853,15 @@ footer { display: none !important; }
 }
 #lresults .lexact { border-color: var(--color-accent); color: var(--color-accent); }
 #lresults .lqueued { font-style: italic; }
+#lresults .lnotice { font-size: 13px; margin: 2px 4px 6px; color: var(--body-text-color); }
+#lresults .lrow.lweak { opacity: .6; }
+#lresults .lrow.lweak.sel { opacity: .85; }
+#lresults .lmore {
+  display: block; margin: 8px auto; padding: 4px 16px; border-radius: 8px; font-size: 13px;
+  border: 1px solid var(--border-color-primary); background: var(--background-fill-primary);
+  color: var(--body-text-color); cursor: pointer;
+}
+#lresults .lmore:focus-visible { outline: 2px solid var(--color-accent); }
 #lresults .lmeta {
   display: flex; flex-direction: column; align-items: flex-end; gap: 2px; flex: none;
   font-size: 12px; color: var(--body-text-color-subdued); min-width: 92px;
@@ -754,6 +899,7 @@ const L = (window.__launcher = window.__launcher || {});
 L.root = element;
 L.sel = 0;
 const DEBOUNCE = __DEBOUNCE__;
+const PAGE = __PAGE__;
 const box = () => document.querySelector('#lq textarea, #lq input');
 const rows = () => Array.from(L.root.querySelectorAll('.lrow'));
 function select(i, scroll) {
@@ -800,6 +946,13 @@ async function act(op, row) {
 }
 L.act = act;
 function search() { clearTimeout(L.timer); L.timer = null; L.waiting = true; trigger('submit'); }
+function more(btn) {  // the next page: the search asks for PAGE more (see JS_LIMIT)
+  const shown = Number(btn.dataset.shown) || 0;
+  L.nextLimit = shown + PAGE;
+  L.keepSel = shown;  // then select the first new row
+  btn.disabled = true; btn.textContent = 'Loading…';
+  search();
+}
 function schedule() {
   clearTimeout(L.timer); L.waiting = true; L.timer = setTimeout(search, DEBOUNCE);
 }
@@ -833,9 +986,19 @@ function onKey(e) {
     return;
   }
   if (!inOurPlace(document.activeElement)) return;
+  const a = document.activeElement;
+  if (a && a.tagName === 'BUTTON' && (e.key === 'Enter' || e.key === ' ')) return;  // press it
   if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    const m = L.root.querySelector('button.lmore');
+    if (m && a === m) {  // on "Show more": up goes back to the list
+      if (e.key === 'ArrowUp') { e.preventDefault(); const b = box(); if (b) b.focus(); }
+      return;
+    }
     if (!rows().length) return;
     e.preventDefault();
+    if (e.key === 'ArrowDown' && m && L.sel === rows().length - 1) {  // past the last row
+      m.focus(); m.scrollIntoView({block: 'nearest'}); return;
+    }
     select((L.sel < 0 ? -1 : L.sel) + (e.key === 'ArrowDown' ? 1 : -1));
   } else if (e.key === 'Enter' && !e.shiftKey && !e.altKey) {
     e.preventDefault(); e.stopPropagation();
@@ -875,6 +1038,8 @@ L.onKey = onKey;
 L.feedImage = feedImage;
 L.search = search;
 element.addEventListener('click', e => {
+  const m = e.target.closest('button.lmore');
+  if (m) { e.preventDefault(); more(m); return; }
   const row = e.target.closest('.lrow');
   if (!row) return;
   select(Number(row.dataset.i), false);
@@ -899,12 +1064,42 @@ element.addEventListener('dblclick', e => {
 })();
 watch('value', () => {
   L.waiting = false;
-  L.sel = 0; select(0, false);
+  const keep = L.keepSel; L.keepSel = null;
+  if (keep != null && rows().length > keep) {  // after "Show more": on the first new row
+    select(keep, true);
+    const b = box(); if (b) b.focus();
+  } else { L.sel = 0; select(0, false); }
   if (L.after) {
     const op = L.after; L.after = null;
     const row = current();
     if (row) act(op, row);
   }
+});
+"""
+
+# Runs in the browser before each search is sent: the hidden limit input (the last of
+# __N__) becomes the number "Show more" asked for, else one page.
+JS_LIMIT = r"""
+(...args) => {
+  const L = (window.__launcher = window.__launcher || {});
+  const out = args.slice(0, __N__);
+  out[__N__ - 1] = L.nextLimit || __PAGE__;
+  L.nextLimit = 0;
+  return out;
+}
+"""
+
+# The filter chips: a chip's button presses the hidden button that resets its filter.
+JS_CHIPS = r"""
+element.addEventListener('click', e => {
+  const b = e.target.closest('button[data-clear]');
+  if (!b) return;
+  e.preventDefault();
+  const el = document.getElementById('lclear-' + b.dataset.clear);
+  const target = el && (el.tagName === 'BUTTON' ? el : el.querySelector('button'));
+  if (target) target.click();
+  const q = document.querySelector('#lq textarea, #lq input');
+  if (q) q.focus();
 });
 """
 
@@ -962,6 +1157,7 @@ def build_app(
         before: Any,
         min_score: float | None,
         rerank: bool,
+        limit: Any = None,
     ) -> Iterator[str]:
         text, note = _cap_query(text)
         try:
@@ -979,7 +1175,7 @@ def build_app(
                 after=after,
                 before=before,
                 min_score=min_score,
-                top=opts.top,
+                top=page_limit(limit, opts.top),
             )
         except (ValueError, OSError) as err:
             yield message_html(f"bad filter: {err}")
@@ -1000,6 +1196,9 @@ def build_app(
                 from .images import release_memory
 
                 release_memory()  # its decoded pixels are garbage now
+
+    def chips_html(*values: Any) -> str:
+        return render_chips(*values)
 
     def status_html() -> str:
         try:
@@ -1053,10 +1252,16 @@ def build_app(
                     scale=0,
                     min_width=120,
                 )
-                status = gr.HTML(status_html(), elem_id="lstatus", js_on_load=None)
+                # filled when the page loads (not the count at launch), then every few seconds
+                status = gr.HTML('<div class="lstat">…</div>', elem_id="lstatus", js_on_load=None)
                 reindex_btn = gr.Button(
                     "Re-index", size="sm", elem_id="lreindex", scale=0, min_width=90
                 )
+            chips = gr.HTML("", elem_id="lchips", js_on_load=JS_CHIPS, apply_default_css=False)
+            with gr.Row(visible="hidden", elem_id="lclears"):  # pressed by the chips' x
+                clear_btns = {
+                    name: gr.Button(elem_id=f"lclear-{name}", visible="hidden") for name in FILTERS
+                }
             with gr.Accordion("Filters", open=False, elem_id="lfilters"):
                 kinds = gr.CheckboxGroup(list(KINDS), label="Kind", elem_id="lkinds")
                 with gr.Row():
@@ -1085,11 +1290,17 @@ def build_app(
             results = gr.HTML(
                 HINT_HTML,
                 elem_id="lresults",
-                js_on_load=JS_ON_LOAD.replace("__DEBOUNCE__", str(int(opts.debounce_ms))),
+                js_on_load=JS_ON_LOAD.replace("__DEBOUNCE__", str(int(opts.debounce_ms))).replace(
+                    "__PAGE__", str(int(opts.top))
+                ),
                 server_functions=[open_file, reveal_file],
                 apply_default_css=False,
             )
-        inputs = [query, image, kinds, folder, when, after, before, min_score, rerank]
+        # the number of results to ask for: the page's script sets it ("Show more"); it
+        # travels as the value of a hidden component, filled in by JS_LIMIT
+        limit = gr.Number(opts.top, precision=0, visible="hidden", elem_id="llimit")
+        filters = [kinds, folder, when, after, before, min_score]
+        inputs = [query, image, kinds, folder, when, after, before, min_score, rerank, limit]
         common: dict[str, Any] = {
             "inputs": inputs,
             "outputs": results,
@@ -1097,6 +1308,9 @@ def build_app(
             "concurrency_limit": 1,
             "api_visibility": "private",
             "show_progress": "hidden",
+            "js": JS_LIMIT.replace("__N__", str(len(inputs))).replace(
+                "__PAGE__", str(int(opts.top))
+            ),
         }
         searches = [results.submit(run_search, trigger_mode="always_last", **common)]
         for comp in (image, kinds, when, rerank, min_score):
@@ -1105,10 +1319,43 @@ def build_app(
             searches.append(comp.submit(run_search, trigger_mode="always_last", **common))
         # a keystroke stops a running search (e.g. a slow rerank) before the debounced one
         query.input(None, None, None, cancels=searches, api_visibility="private")
+        quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+        for comp in filters:
+            comp.change(chips_html, filters, chips, **quiet)
+        # a chip's x: reset that filter; kind, dates-ago and score search on change, the
+        # others (searched on Enter) search here
+        defaults: dict[str, Any] = {
+            "kinds": [],
+            "folder": "",
+            "when": "any time",
+            "after": None,
+            "before": None,
+            "min_score": 0.0,
+        }
+        for name, comp in zip(FILTERS, filters, strict=True):
+            cleared = clear_btns[name].click(_constant(defaults[name]), None, comp, **quiet)
+            if name in ("folder", "after", "before"):
+                searches.append(cleared.then(run_search, trigger_mode="always_last", **common))
         timer = gr.Timer(opts.status_every)
-        timer.tick(status_html, None, status, api_visibility="private", show_progress="hidden")
-        reindex_btn.click(reindex, None, status, api_visibility="private")
+        timer.tick(status_html, None, status, **quiet)
+        demo.load(status_html, None, status, **quiet)
+        reindex_btn.click(reindex, None, status, **quiet)
     return demo
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def page_limit(value: Any, page: int) -> int:
+    """How many results to ask for: ``value`` (from the page) as a whole number of pages
+    of ``page``, from one page to ``MAX_RESULTS``."""
+    try:
+        n = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return page
+    pages = max(1, -(-n // max(1, page)))
+    return max(page, min(MAX_RESULTS, pages * page))
 
 
 def _can_rerank(service: SearchService) -> bool:

@@ -164,7 +164,7 @@ class Server:
         session = secrets.token_hex(8)
         cfg = json.loads(self.get("/config")[2])
         dep = next(d for d in cfg["dependencies"] if d.get("api_name") == "run_search")
-        data = [text, image, [], "", "any time", None, None, 0, False]
+        data = [text, image, [], "", "any time", None, None, 0, False, 20]  # 20: results wanted
         body = json.dumps(
             {"data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None,
              "trigger_id": dep["targets"][0][0]}

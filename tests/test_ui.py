@@ -12,6 +12,7 @@ import http.client
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ui_fake import FakeService
 
 from launcher import opener, ui
 from launcher.hotkey import DEFAULT_HOTKEY, HotkeyUnavailable
-from launcher.query import Hit, IndexStatus
+from launcher.query import Hit, IndexStatus, Results
 from launcher.ui import bind as ui_bind
 
 HAVE_GRADIO = importlib.util.find_spec("gradio") is not None
@@ -146,6 +147,75 @@ def test_status_html() -> None:
     assert "indexing" in out and "&lt;3&gt;" in out and "queued" not in out
     out = ui.render_status(IndexStatus(files=10, pending=0, failed=0, queued=7))
     assert "7 queued" in out
+
+
+def test_results_say_the_total_and_offer_more() -> None:
+    hits = [_hit(f"f{i}.txt") for i in range(2)]
+    q = ui.build_query("hello", top=2)
+    assert q is not None
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=57), q))
+    assert "2 of 57 results" in out and 'class="lmore" data-shown="2"' in out
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=2, capped=True), q))
+    assert "2 of 2+ results" in out and "lmore" in out  # the search stopped counting
+    out = ui.render_results(hits, info=ui.found(Results(hits, total=2), q))
+    assert "2 results" in out and "lmore" not in out
+    one = ui.render_results(hits[:1], info=ui.found(Results(hits[:1]), q))
+    assert ">1 result<" in one
+    filtered = ui.build_query("hello", kinds=["pdf"])
+    assert filtered is not None
+    assert "No matches with the filters above" in ui.render_results(
+        [], info=ui.found(Results(), filtered)
+    )
+    assert "No matches." in ui.render_results([])
+
+
+def test_weak_matches_are_dimmed_under_a_notice() -> None:
+    q = ui.build_query("qwzxv kplmrt")
+    assert q is not None
+    weak = [_hit(f"f{i}.txt", matched="meaning", relevance=1.0, score=0.12) for i in range(3)]
+    info = ui.found(weak, q)
+    assert info.weak
+    out = ui.render_results(weak, info=info)
+    assert ui.WEAK_NOTICE in out and out.count("lweak") == 3
+    assert "0.12" in out and "1.00" not in out  # similarity, not a rank that reads 1.00
+    reranked = [replace(weak[0], rerank_score=0.83)]
+    assert "rerank 0.83" in ui.render_results(reranked, info=ui.found(reranked, q))
+    # one file has the words, or one matches exactly, or no words at all: not weak
+    worded = [*weak, _hit("w.txt", matched="words+meaning", relevance=0.5)]
+    assert not ui.found(worded, q).weak
+    assert not ui.found([replace(weak[0], exact=True)], q).weak
+    assert not ui.found(Results(weak, by_words=2), q).weak
+    assert ui.found(Results([replace(h, matched="") for h in weak], by_words=0), q).weak
+    picture = ui.build_query("", object())
+    assert picture is not None and not ui.found(weak, picture).weak
+    assert not ui.found([replace(h, matched="") for h in weak], q).weak  # unknown: say nothing
+
+
+def test_page_limit_is_whole_pages_within_bounds() -> None:
+    assert ui.page_limit(None, 20) == 20
+    assert ui.page_limit("40", 20) == 40
+    assert ui.page_limit(41, 20) == 60
+    assert ui.page_limit(-5, 20) == 20
+    assert ui.page_limit(float("nan"), 20) == 20
+    assert ui.page_limit(float("inf"), 20) == 20
+    assert ui.page_limit(10**12, 20) == ui.MAX_RESULTS
+
+
+def test_filter_chips_name_each_active_filter() -> None:
+    assert ui.render_chips() == "" and ui.render_chips([], "  ", "any time", None, None, 0) == ""
+    out = ui.render_chips(
+        ["pdf", "bogus", "image"],
+        "/data/<b>x</b>",
+        "past week",
+        datetime(2024, 5, 1),
+        "2024-06-30",
+        0.25,
+    )
+    names = re.findall(r'data-clear="([^"]+)"', out)
+    assert names == ["kinds", "folder", "when", "after", "before", "min_score"]
+    assert "kind: pdf, image" in out and "bogus" not in out and "<b>" not in out
+    assert "after 2024-05-01" in out and "before 2024-06-30" in out and "0.25" in out
+    assert ui.render_chips(min_score=float("nan")) == ""
 
 
 def test_queued_hit_says_its_content_is_still_being_indexed() -> None:
@@ -910,6 +980,7 @@ def test_filters_kind(page: Any, served: Served) -> None:
 
 
 def test_status_and_reindex(page: Any, served: Served) -> None:
+    page.wait_for_function("document.querySelector('#lstatus').innerText.includes('files')")
     status = page.inner_text("#lstatus")
     assert f"{len(served.svc.paths)} files" in status
     assert "2 pending" in status and "1 failed" in status
@@ -948,6 +1019,142 @@ def test_screenshot_of_the_page(page: Any, served: Served) -> None:
     out = Path(tempfile.gettempdir()) / "launcher-ui-test.png"
     page.screenshot(path=str(out))
     assert out.stat().st_size > 1000
+
+
+def _open(browser: Any, running: ui.RunningUI, width: int = 1000) -> tuple[Any, Any]:
+    ctx = browser.new_context(viewport={"width": width, "height": 760})
+    pg = ctx.new_page()
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors  # type: ignore[attr-defined]
+    pg.goto(running.open_url)
+    pg.wait_for_selector("#lq input, #lq textarea")
+    pg.wait_for_function("window.__launcher && window.__launcher.installed")
+    return ctx, pg
+
+
+def _chips(page: Any) -> list[str]:
+    return page.eval_on_selector_all(
+        "#lchips .lchip", "cs => cs.map(c => c.dataset.filter + ':' + c.innerText.trim())"
+    )
+
+
+def test_filter_chips_show_active_filters_and_remove_them(page: Any, served: Served) -> None:
+    assert _chips(page) == []
+    page.locator("#lfilters").get_by_text("Filters").first.click()
+    page.locator("#lkinds").get_by_label("pdf").check()
+    folder = page.locator("#lfolder input, #lfolder textarea").first
+    folder.fill(str(served.root / "docs"))
+    folder.press("Enter")
+    page.locator("#lfilters").get_by_text("Filters").first.click()  # closed again
+    page.wait_for_function("document.querySelectorAll('#lchips .lchip').length === 2")
+    chips = _chips(page)
+    assert chips[0].startswith("kinds:kind: pdf") and chips[1].startswith("folder:in ")
+    assert "docs" in chips[1]
+    text = "notes plans file invoice total"
+    _search_box(page).click()
+    _search_box(page).type(text)
+    _wait_rows(page, _expected(served.svc, text, kinds=["pdf"], folder=str(served.root / "docs")))
+    # the kind chip's x (keyboard: it is a button) clears the kind and searches again
+    page.locator('#lchips button[data-clear="kinds"]').focus()
+    page.keyboard.press("Enter")
+    _wait_rows(page, _expected(served.svc, text, folder=str(served.root / "docs")))
+    assert served.svc.queries[-1].kinds == frozenset()
+    page.wait_for_function("document.querySelectorAll('#lchips .lchip').length === 1")
+    assert [c.split(":")[0] for c in _chips(page)] == ["folder"]
+    assert not page.locator("#lkinds").get_by_label("pdf").is_checked()
+    # the folder chip (a filter searched on Enter) clears and searches too
+    page.locator('#lchips button[data-clear="folder"]').click()
+    _wait_rows(page, _expected(served.svc, text))
+    page.wait_for_function("!document.querySelector('#lchips .lchip')")
+    assert served.svc.queries[-1].folder is None
+    assert folder.input_value() == ""
+
+
+def test_status_line_fits_and_never_flashes(page: Any, served: Served) -> None:
+    served.svc.message = "indexing: embedding 1234/56789 · watching 12 folders · " + "x" * 80
+    served.svc.queued = 4321
+    try:
+        page.wait_for_function("document.querySelector('#lstatus').innerText.includes('4,321')")
+        page.evaluate("""() => {
+            window.__seen = [];
+            const el = document.querySelector('#lstatus');
+            new MutationObserver(() => window.__seen.push(el.innerText.trim()))
+                .observe(el, {childList: true, subtree: true, characterData: true,
+                              attributes: true});
+        }""")
+        time.sleep(3.5)  # one status refresh (UIOptions.status_every = 3 s) or more
+        seen = page.evaluate("window.__seen")
+        assert seen, "the status line never refreshed"
+        assert all(s.startswith(f"{len(served.svc.paths)} files") for s in seen), seen
+        box = page.evaluate("""() => {
+            const s = document.querySelector('#lstatus .lstat');
+            const r = s.getBoundingClientRect();
+            return {right: r.right, width: window.innerWidth, title: s.title,
+                    clipped: s.scrollWidth > s.clientWidth,
+                    ellipsis: getComputedStyle(s).textOverflow,
+                    reindex: document.querySelector('#lreindex').getBoundingClientRect().left};
+        }""")
+        assert box["right"] <= box["reindex"] <= box["width"], box  # not under the button
+        assert box["ellipsis"] == "ellipsis" and box["clipped"]
+        assert "4,321 queued" in box["title"] and "x" * 80 in box["title"]
+    finally:
+        served.svc.message = "watching 1 folder"
+        served.svc.queued = 0
+
+
+def test_status_shows_the_current_count_at_once(browser: Any, tmp_path: Path) -> None:
+    svc = FakeService(tmp_path / "root")
+    opts = ui.UIOptions(status_every=3600)  # no refresh while the test runs
+    with ui.serve(svc, port=0, open_browser=False, hotkey=None, options=opts) as running:
+        svc.paths |= {f"/later/{i}.txt" for i in range(5)}  # indexed after launch
+        ctx, pg = _open(browser, running)
+        try:
+            want = f"{len(svc.paths)} files"
+            pg.wait_for_function(
+                "(w) => document.querySelector('#lstatus').innerText.includes(w)", arg=want
+            )
+        finally:
+            ctx.close()
+
+
+def test_show_more_loads_the_next_page(browser: Any, tmp_path: Path) -> None:
+    svc = FakeService(tmp_path / "root")
+    text = "invoice total milk tax sunset cat weird plans"
+    every = _expected(svc, text, top=50)
+    assert len(every) >= 5
+    with ui.serve(
+        svc, port=0, open_browser=False, hotkey=None, options=ui.UIOptions(top=2)
+    ) as running:
+        ctx, pg = _open(browser, running)
+        try:
+            _search_box(pg).type(text)
+            _wait_rows(pg, every[:2])
+            assert f"2 of {len(every)} results" in pg.inner_text("#lresults .linfo")
+            # keyboard: down past the last row reaches "Show more", Enter loads the next page
+            pg.keyboard.press("ArrowDown")
+            pg.keyboard.press("ArrowDown")
+            assert pg.evaluate("document.activeElement.classList.contains('lmore')")
+            pg.keyboard.press("Enter")
+            _wait_rows(pg, every[:4])
+            assert svc.queries[-1].top == 4
+            assert pg.get_attribute("#lresults .lrow.sel", "data-path") == every[2]
+            assert pg.evaluate("!!document.activeElement.closest('#lq')")
+            while pg.locator("#lresults .lmore").count():  # the mouse works too
+                n = len(_row_paths(pg))
+                pg.click("#lresults .lmore")
+                _wait_rows(pg, every[: n + 2])
+            assert _row_paths(pg) == every
+            assert f"{len(every)} results" in pg.inner_text("#lresults .linfo")
+            # a new query starts again at one page
+            pg.keyboard.press("Escape")
+            _search_box(pg).type("invoice")
+            _wait_rows(pg, _expected(svc, "invoice", top=2))
+            assert svc.queries[-1].top == 2
+            assert pg.errors == []  # type: ignore[attr-defined]
+        finally:
+            ctx.close()
 
 
 def test_no_outbound_connections(served: Served) -> None:

@@ -100,3 +100,24 @@ def test_an_edit_shows_up_without_reindexing(live):
         " return r && r.dataset.path === p; }",
         arg=str(Path(root / "new-note.txt")),
     )
+
+
+def test_gibberish_shows_weak_matches_under_a_notice(live):
+    page, root, _, _ = live
+    page.keyboard.type("qwzxv kplmrt", delay=20)
+    page.wait_for_selector("#lresults .lnotice")
+    assert "No file contains these words" in page.inner_text("#lresults .lnotice")
+    rows = page.locator("#lresults .lrow")
+    assert rows.count() >= 1 and rows.count() == page.locator("#lresults .lrow.lweak").count()
+    opacity = page.eval_on_selector("#lresults .lrow.lweak", "r => getComputedStyle(r).opacity")
+    assert float(opacity) < 1  # dimmed
+    # a word a file has: no notice, full rows, and the total found
+    page.keyboard.press("Escape")
+    page.keyboard.type("plumber", delay=20)
+    page.wait_for_function(
+        "(p) => { const r = document.querySelector('#lresults .lrow');"
+        " return r && r.dataset.path === p && !document.querySelector('#lresults .lnotice'); }",
+        arg=str(root / "todo.txt"),
+    )
+    assert page.locator("#lresults .lrow.lweak").count() == 0
+    assert "results" in page.inner_text("#lresults .linfo")

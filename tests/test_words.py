@@ -21,7 +21,7 @@ import pytest
 from launcher.app import App
 from launcher.cli import main
 from launcher.fulltext import DB_NAME, FullText
-from launcher.query import Query
+from launcher.query import Query, Results
 from launcher.service import LocalService
 from launcher.store import Store, default_dir
 
@@ -322,3 +322,26 @@ def test_without_fts5_a_clear_message_and_search_by_meaning(tmp_path, models_env
     assert not (default_dir() / DB_NAME).exists()
     results = search_json(capsys, "ZQX-4417-KAPPA")
     assert results and results[0]["path"] == str(root / PLANTED["code"][0])  # read as before
+
+
+def test_results_count_what_was_found_beyond_the_top(tree) -> None:
+    """``Results.total`` counts every file found (the page's "N results" and "Show more");
+    ``by_words`` says whether any file has the query's words (the page's weak matches)."""
+    app = App.create()
+    svc = LocalService(app, watch=False)
+    try:
+        common = svc.search(Query(text="lantern", top=5))
+        assert isinstance(common, Results)
+        assert len(common) == 5 and common.by_words is not None and common.by_words > 5
+        assert common.total >= common.by_words
+        rare = svc.search(Query(text="sesquipedalian", top=20))
+        assert isinstance(rare, Results)
+        assert rare.by_words == 1 and rare.total > len(rare) == 20
+        assert rare.capped  # meaning ranks every file: it stops counting at its shortlist
+        gibberish = svc.search(Query(text="qwzxv kplmrt", top=20))
+        assert isinstance(gibberish, Results)
+        assert gibberish and gibberish.by_words == 0
+        assert not any("words" in h.matched or h.exact for h in gibberish)
+    finally:
+        svc.close()
+        app.close()

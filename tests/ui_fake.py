@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from launcher.errors import LauncherError
-from launcher.query import Hit, IndexStatus, Query
+from launcher.query import Hit, IndexStatus, Query, Results
 
 TEXT_FILES = {
     "notes/holiday plans.md": "Trip to Lisbon in May: flights, hotel near Alfama, pastel de nata.",
@@ -45,6 +45,8 @@ class FakeService:
         self.reindex_calls = 0
         self.thumbnail_calls: list[str] = []
         self.fail_next: str | None = None
+        self.message = "watching 1 folder"  # what status() says
+        self.queued = 0
         self._lock = threading.Lock()
         self.texts: dict[str, str] = {}
         now = time.time()
@@ -107,7 +109,7 @@ class FakeService:
                 )
             )
         hits.sort(key=lambda h: (-h.score, h.name))
-        return hits[: query.top]
+        return Results(hits[: query.top], total=len(hits))
 
     def rerank(self, query: Query, hits: Sequence[Hit]) -> list[Hit]:
         if not self._can_rerank:
@@ -125,7 +127,9 @@ class FakeService:
         return self._can_rerank
 
     def status(self) -> IndexStatus:
-        return IndexStatus(files=len(self.paths), pending=2, failed=1, message="watching 1 folder")
+        return IndexStatus(
+            files=len(self.paths), pending=2, failed=1, queued=self.queued, message=self.message
+        )
 
     def reindex(self) -> None:
         with self._lock:
