@@ -362,7 +362,7 @@ def _text_tree(root: Path) -> None:
 
 def _picture_tree(root: Path) -> None:
     root.mkdir(parents=True)
-    for i in range(600):
+    for i in range(2000):
         Image.new("RGB", (64 + i % 50, 64), (i % 256, 90, 160)).save(root / f"p{i}.png")
 
 
@@ -371,6 +371,14 @@ def _pdf_tree(root: Path) -> None:
     for i in range(150):
         pages = [(f"scan {i} page {p}", True) for p in range(4)]
         (root / f"s{i}.pdf").write_bytes(make_pdf(pages))
+
+
+def _embedding_started() -> bool:
+    try:
+        files = json.loads((default_dir() / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError):  # not there yet, or replaced while read
+        return False
+    return any(f.get("status", "ok") != "queued" for f in files)
 
 
 @pytest.mark.parametrize("make_tree", [_text_tree, _picture_tree, _pdf_tree])
@@ -383,9 +391,9 @@ def test_ctrl_c_stops_every_phase(models_env, tmp_path, make_tree):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        # the first commit puts every file in the index by name: embedding starts after it
-        assert _wait_for(lambda: (default_dir() / MANIFEST).exists(), timeout=120)
-        time.sleep(1.0)
+        # Interrupted once the model is at work: the first embedded files are committed
+        # (the first commit only names them; the words tier runs without the model).
+        assert _wait_for(_embedding_started, timeout=120)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)  # ~2 s; margin for a loaded CI machine
