@@ -573,9 +573,11 @@ def bench_fulltext_queries(work: Path, quick: bool, res: Results) -> None:
         held = 0
         t = time.perf_counter()
         for start in range(0, chunks // per_file, 500):
+            stop = min(chunks // per_file, start + 500)
+            drawn = rng.choice(vocab, (stop - start, per_file, 300), p=weights)  # one draw
             with ft.batch():
-                for f in range(start, min(chunks // per_file, start + 500)):
-                    parts = [" ".join(rng.choice(vocab, 300, p=weights)) for _ in range(per_file)]
+                for f in range(start, stop):
+                    parts = [" ".join(chunk) for chunk in drawn[f - start]]
                     body = "\n".join(parts)
                     offsets, at = [], 0
                     for k, part in enumerate(parts):

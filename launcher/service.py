@@ -44,6 +44,7 @@ class LocalService:
         self._write_lock = threading.Lock()  # one writer operation at a time
         self._reload_lock = threading.Lock()
         self._watch_lock = threading.Lock()
+        self._watched = False  # a watcher ran before (so a new one follows a gap)
         self._closing = threading.Event()
         self._indexing = threading.Event()
         self._progress: Progress | None = None
@@ -189,6 +190,12 @@ class LocalService:
                 try:
                     self.message = watcher.start()
                     self.watcher = watcher
+                    if old is None and self._watched:
+                        # Watching resumes after a gap (the index was deleted and made anew):
+                        # what changed before this watcher started is caught up by one
+                        # incremental run (unchanged files cost a stat each).
+                        self.reindex()
+                    self._watched = True
                 except OSError as err:
                     watcher.stop()
                     self.message = f"cannot watch {', '.join(roots)}: {err}"
