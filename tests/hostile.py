@@ -12,25 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from launcher.sample import make_pdf
-
-
-def raw_pdf(objects: list[bytes]) -> bytes:
-    """A PDF of the given objects (1 is the catalog), with a correct xref table."""
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+from launcher.sample import make_pdf, raw_pdf
 
 
 def crop_box_pdf() -> bytes:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_fixtures import FILLER_WORDS
 
 from launcher.extract import Locator
 from launcher.fulltext import (
@@ -24,42 +25,7 @@ from launcher.fulltext import (
     parse_query,
 )
 
-WORDS = (
-    "river",
-    "stone",
-    "lantern",
-    "harbor",
-    "meadow",
-    "copper",
-    "violet",
-    "engine",
-    "garden",
-    "orbit",
-    "velvet",
-    "canyon",
-    "pepper",
-    "marble",
-    "signal",
-    "ladder",
-    "timber",
-    "falcon",
-    "prairie",
-    "quartz",
-    "ribbon",
-    "saddle",
-    "thistle",
-    "walnut",
-    "basket",
-    "cobalt",
-    "dune",
-    "ember",
-    "fjord",
-    "glacier",
-    "hollow",
-    "island",
-    "jasper",
-    "kettle",
-)
+WORDS = FILLER_WORDS
 
 
 def _filler(rng: random.Random, n: int) -> str:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_fixtures import FILLER_WORDS
 
 from launcher.app import App
 from launcher.cli import main
@@ -25,31 +26,7 @@ from launcher.query import Query, Results
 from launcher.service import LocalService
 from launcher.store import Store, default_dir
 
-FILLER = (
-    "river",
-    "stone",
-    "lantern",
-    "harbor",
-    "meadow",
-    "copper",
-    "violet",
-    "engine",
-    "garden",
-    "orbit",
-    "velvet",
-    "canyon",
-    "pepper",
-    "marble",
-    "signal",
-    "ladder",
-    "timber",
-    "falcon",
-    "prairie",
-    "quartz",
-    "ribbon",
-    "saddle",
-    "thistle",
-)
+FILLER = FILLER_WORDS[:23]
 
 PLANTED = {
     "code": ("ledger/notes-2024.txt", "ZQX-4417-KAPPA"),

@@ -36,3 +36,44 @@ def build_tiny_models(folder: Path) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+# Everyday words for generated notes: the same on every run, none of them rare.
+FILLER_WORDS = tuple(
+    [
+        "river",
+        "stone",
+        "lantern",
+        "harbor",
+        "meadow",
+        "copper",
+        "violet",
+        "engine",
+        "garden",
+        "orbit",
+        "velvet",
+        "canyon",
+        "pepper",
+        "marble",
+        "signal",
+        "ladder",
+        "timber",
+        "falcon",
+        "prairie",
+        "quartz",
+        "ribbon",
+        "saddle",
+        "thistle",
+        "walnut",
+        "basket",
+        "cobalt",
+        "dune",
+        "ember",
+        "fjord",
+        "glacier",
+        "hollow",
+        "island",
+        "jasper",
+        "kettle",
+    ]  # noqa: SIM905
+)
