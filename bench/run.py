@@ -529,7 +529,7 @@ def bench_words(env, work: Path, files: int, quick: bool, res: Results) -> None:
     home = work / "home-w"
     total, _, report = words_run(env, home, tree)
     missing = 0
-    with FullText.open(home / "index", writable=False) as ft:
+    with FullText.open(home / "data" / "index", writable=False) as ft:
         for path in sorted(tree.rglob("*")):
             if path.suffix not in (".txt", ".md", ".py", ".html") or not path.is_file():
                 continue
