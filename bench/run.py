@@ -507,6 +507,41 @@ def words_run(env, home: Path, tree: Path):  # type: ignore[no-untyped-def]
     return total, total - clock.marks["words start"], report
 
 
+def bench_recent(env, work: Path, files: int, res: Results, newest: int = 100) -> None:  # type: ignore[no-untyped-def]
+    """(w) time until the ``newest`` most recently modified files of a tree are searchable
+    by meaning (their cards committed): the meaning tiers take the newest first. The tree's
+    files get modification times spread over a year, in random order."""
+    import threading
+
+    from launcher.store import Store
+
+    rng = random.Random(13)
+    tree = mixed_tree(work / "tree-recent", files)
+    paths = sorted(p for p in tree.rglob("*") if p.is_file())
+    now = time.time()
+    for p in paths:
+        t = now - rng.uniform(0, 365 * 86400)
+        os.utime(p, (t, t))
+    want = {str(p) for p in sorted(paths, key=lambda p: -p.stat().st_mtime)[:newest]}
+    clock = Clock()
+    cancel = threading.Event()
+
+    def progress(p) -> None:  # type: ignore[no-untyped-def]
+        if p.phase == "cards" and p.done >= newest:
+            clock.mark("newest")
+            cancel.set()
+
+    home = work / "home-recent"
+    index_tree(env, home, tree, clock, progress, cancel)
+    t = clock.marks.get("newest", clock.mark("end"))
+    with Store.open(home / "data" / "index", identity=None, dims=None, writable=False) as store:
+        done = {r.path for r in store.files() if r.status != "queued"}
+    missing = len(want - done)
+    res.add("w", f"{files}-file mixed tree: its {newest} newest files searchable by meaning",
+            f"{t:.0f} s", note=f"cards newest first; by then {newest - missing} of the "
+            f"{newest} newest were embedded")  # fmt: skip
+
+
 def text_tree(folder: Path, files: int, rng: random.Random) -> Path:
     """Plain-text notes of about 2 KB, each with one word no other file has."""
     vocab = [f"{rng.choice('bcdfglmnprstv')}{rng.choice('aeiou')}{i:x}" for i in range(5000)]
@@ -952,6 +987,8 @@ def section_of(row: Row) -> str:
         return "b" if "`index`" in row.what else "h"
     if row.key == "c" and "by name" in row.what:
         return "names"
+    if row.key == "w" and "by meaning" in row.what:
+        return "recent"
     return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d"}.get(row.key, row.key)
 
 
@@ -1017,7 +1054,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="sections: a,b,c,d,e,f,g,h,names,release,w")  # fmt: skip
+                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1065,6 +1102,8 @@ def main() -> int:
         sections.append(("names", lambda: bench_names(env, work, files, res)))
     if want("w"):
         sections.append(("w", lambda: bench_words(env, work, files, args.quick, res)))
+    if want("recent"):  # (w) with the model: not part of --only w (minutes on a CPU)
+        sections.append(("recent", lambda: bench_recent(env, work, files, res)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None
