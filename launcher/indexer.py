@@ -272,8 +272,8 @@ class Indexer:
         jobs: list[_Job] = []
         pending_chunks: list[str] = []
         words: list[FileEntry] = []
-        self._forget_words()
         text_sigs = self.text.signatures() if self.text is not None else {}
+        self._forget_words(text_sigs)
         self.on_progress(Progress("scan", 0, 0))
         for item in walk(roots, self.settings):
             if self.cancel.is_set():
@@ -449,12 +449,15 @@ class Indexer:
         if self.text is not None and paths:
             self.text.remove(paths)
 
-    def _forget_words(self) -> None:
+    def _forget_words(self, text_sigs: dict[str, tuple[int, int]]) -> None:
         """Drop the text of files the store no longer has (``remove`` on an older version,
         or a store fallen back to its previous generation). Not while rebuilding: the text
         then also serves the live index, whose files the rebuild has not reached yet."""
-        if self.text is not None and not self.store.staged:
-            self._drop_words([p for p in self.text.signatures() if self.store.get(p) is None])
+        if not self.store.staged:
+            gone = [p for p in text_sigs if self.store.get(p) is None]
+            self._drop_words(gone)
+            for path in gone:  # their text is gone: a file back at that path needs words
+                del text_sigs[path]
 
     def _recent_first(self, paths: list[str]) -> list[str]:
         def mtime(path: str) -> int:
