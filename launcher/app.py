@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .embedder import Embedder, ModelIdentity, model_identity
+from .engines import Engine, EngineSettings, engine_settings
 from .errors import IndexBusy, IndexMismatch, LauncherError, ModelError
 from .fulltext import FullText, FullTextUnavailable
 from .indexer import Indexer, Progress
@@ -32,7 +33,9 @@ class App:
     threads: int | None = None
     verbose: bool = False
     index_dir: Path | None = None
-    _embedder: Embedder | None = field(default=None, repr=False)
+    engine: EngineSettings | None = None  # a remote engine (--engine URL); None: this machine
+    engine_mmproj: str | None = None  # the projector name a remote identity carries
+    _embedder: Engine | None = field(default=None, repr=False)
     _reranker: Reranker | None = field(default=None, repr=False)
     reranker_path: str | None = None  # --reranker as given
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -51,9 +54,21 @@ class App:
         roles: tuple[str, ...] = ("embedding",),
         index_dir: Path | None = None,
         remember: bool = True,
+        engine: str | None = None,
     ) -> App:
         """``remember``: without a flag, env var or config naming a model, use the files
-        the index was built with (models.json) before discovery."""
+        the index was built with (models.json) before discovery. ``engine``: ``--engine``
+        (a URL, or "local"); with a URL (flag, env or config) no local embedding model is
+        needed."""
+        remote = engine_settings(engine)
+        if remote is not None:
+            remembered = read_models(index_dir) if remember else None
+            ident = (remembered or {}).get("identity") or {}
+            return cls(
+                models=resolve(roles=()), settings=load_settings(), threads=threads,
+                verbose=verbose, index_dir=index_dir, reranker_path=reranker, engine=remote,
+                engine_mmproj=Path(mmproj).name if mmproj else ident.get("mmproj_file"),
+            )  # fmt: skip
         models = resolve(
             model=model, mmproj=mmproj, reranker=reranker, reranker_mmproj=reranker_mmproj,
             roles=roles, remembered=read_models(index_dir) if remember else None,
@@ -66,6 +81,8 @@ class App:
         return self.models.require_embedding()
 
     def identity(self) -> ModelIdentity:
+        if self.engine is not None:
+            return self.embedder().identity()
         return model_identity(
             self.model_path, self.models.mmproj, max_pixels=self.settings.image_pixel_budget
         )
@@ -82,7 +99,6 @@ class App:
         """The index for these models (``Store.open``); a writer remembers the model files
         in it, so later commands need no flags."""
         identity = self.identity()
-        mmproj = self.models.mmproj
         try:
             return Store.open(
                 self.index_dir,
@@ -95,12 +111,17 @@ class App:
                 role=role,
                 wait=wait,
                 create=create,
-                model_files={
-                    "model": str(self.model_path.absolute()),
-                    "mmproj": str(mmproj.absolute()) if mmproj else None,
-                },
+                model_files=self._model_files(),
             )
         except IndexMismatch as err:
+            if self.engine is not None:
+                raise IndexMismatch(
+                    f"{err}; the engine at {self.engine.url} serves another model than the one "
+                    f"the index was built with ({err.old.get('model_file')}): serve that one, "
+                    "or index with it locally (--engine local)",
+                    err.old,
+                    err.new,
+                ) from None
             if self.models.sources.get("model") == REMEMBERED:
                 raise  # the index's own files with other settings: the message says which
             need = err.old.get("model_file")
@@ -111,6 +132,21 @@ class App:
                 err.new,
             ) from None
 
+    def _model_files(self) -> dict[str, str | None]:
+        """What models.json remembers: the files (a remote engine's model path is the
+        server's; the same file here makes the two interchangeable)."""
+        if self.engine is not None:
+            from .engines.remote import RemoteEmbedder
+
+            remote = self.embedder()
+            assert isinstance(remote, RemoteEmbedder)
+            return {"model": remote.info.model, "mmproj": None, "engine": self.engine.url}
+        mmproj = self.models.mmproj
+        return {
+            "model": str(self.model_path.absolute()),
+            "mmproj": str(mmproj.absolute()) if mmproj else None,
+        }
+
     def check_model(self) -> None:
         """Load the embedding model and embed one input: a broken or wrong file fails here,
         before anything touches the index."""
@@ -119,7 +155,8 @@ class App:
         except ModelError:
             raise
         except LauncherError as err:
-            raise ModelError(f"the model {self.model_path} cannot embed: {err}") from None
+            where = self.engine.url if self.engine is not None else self.model_path
+            raise ModelError(f"the model {where} cannot embed: {err}") from None
 
     def open_text(self, store: Store, *, writable: bool | None = None) -> FullText | None:
         """The full-text index beside ``store`` (a writer only if the store is one); None
@@ -133,9 +170,16 @@ class App:
                 self._told_no_fts = True
             return None
 
-    def embedder(self) -> Embedder:
-        """The embedding engine, loaded on first use and kept (warm) until ``close``."""
+    def embedder(self) -> Engine:
+        """The embedding engine, loaded (or connected) on first use and kept until ``close``."""
         with self._lock:
+            if self._embedder is None and self.engine is not None:
+                from .engines.remote import RemoteEmbedder
+
+                self._embedder = RemoteEmbedder(
+                    self.engine, max_pixels=self.settings.image_pixel_budget,
+                    mmproj_name=self.engine_mmproj,
+                )  # fmt: skip
             if self._embedder is None:
                 self._embedder = Embedder(
                     self.model_path,

@@ -51,6 +51,12 @@ def common_parser() -> argparse.ArgumentParser:
         "--threads", type=positive_int, default=None, help="CPU threads (default: physical cores)"
     )
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log output")
+    g.add_argument(
+        "--engine",
+        metavar="URL",
+        help="embed on this llama-server or vLLM server (else $LAUNCHER_ENGINE, [engine] url; "
+        "'local': this machine). Sends file text and pictures there",
+    )
     return p
 
 

@@ -56,21 +56,36 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": args.threads, "verbose": args.verbose}
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def _embedder(args: argparse.Namespace) -> tuple[Any, str]:
+    """The engine ``embed`` uses (local or ``--engine URL``) and the model's name."""
     from .embedder import Embedder
+    from .engines import engine_settings
     from .images import MAX_PIXELS
-    from .inputs import EmbedInput
     from .models import resolve
 
+    remote = engine_settings(args.engine)
+    if remote is not None:
+        from .engines.remote import RemoteEmbedder
+
+        emb = RemoteEmbedder(remote, max_pixels=args.max_pixels or MAX_PIXELS)
+        return emb, emb.identity().model_file
     models = resolve(model=args.model, mmproj=args.mmproj, roles=("embedding",))
     model_path = models.require_embedding()
-    item = EmbedInput(text=args.text, images=tuple(args.image), instruction=args.instruction)
-    with Embedder(
+    local = Embedder(
         model_path,
         models.mmproj,  # loaded only when an image is embedded
         max_pixels=args.max_pixels or MAX_PIXELS,
         **_engine_kwargs(args),
-    ) as emb:
+    )
+    return local, model_path.name
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .inputs import EmbedInput
+
+    item = EmbedInput(text=args.text, images=tuple(args.image), instruction=args.instruction)
+    emb, name = _embedder(args)
+    with emb:
         if args.show_prompt:
             print(emb.prompt_text(item), file=sys.stderr)
         vec = emb.embed([item], dims=args.dims)[0]
@@ -79,14 +94,14 @@ def cmd_embed(args: argparse.Namespace) -> int:
             {
                 "dim": int(vec.shape[0]),
                 "embedding": [float(x) for x in vec],
-                "model": model_path.name,
+                "model": name,
             },
             sys.stdout,
         )
         sys.stdout.write("\n")
     else:
         head = ", ".join(f"{x:+.4f}" for x in vec[:8])
-        print(f"{model_path.name}: {vec.shape[0]} dims, unit norm")
+        print(f"{name}: {vec.shape[0]} dims, unit norm")
         print(f"[{head}, ...]")
     return 0
 

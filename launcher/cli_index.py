@@ -50,8 +50,9 @@ def _app(args: argparse.Namespace) -> Any:
     from .app import App
 
     return App.create(
-        model=args.model, mmproj=args.mmproj, threads=args.threads, verbose=args.verbose
-    )
+        model=args.model, mmproj=args.mmproj, threads=args.threads, verbose=args.verbose,
+        engine=args.engine,
+    )  # fmt: skip
 
 
 class TerminalProgress:

@@ -29,9 +29,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     app = App.create(
         model=args.model, mmproj=args.mmproj, reranker=args.reranker, threads=args.threads,
-        verbose=args.verbose,
+        verbose=args.verbose, engine=args.engine,
     )  # fmt: skip
-    app.model_path  # noqa: B018 - fail now, with its message, if there is no model
+    if app.engine is None:
+        app.model_path  # noqa: B018 - fail now, with its message, if there is no model
     try:
         return run_launch(lambda: LocalService(app, watch=not args.no_watch, warm=True), args)
     finally:

@@ -102,6 +102,51 @@ def run_len(run: Run) -> int:
     return len(run) if isinstance(run, list) else run.tokens + 2  # + vision start/end
 
 
+def tokenize_parts(
+    parts: list[prompt.Part],
+    images: Sequence[img.PreparedImage],
+    tokenize: Callable[[str, bool], list[int]],
+    max_tokens: int,
+) -> list[Run]:
+    """Token runs in prompt order; truncates content (never the template) to fit
+    ``max_tokens``. ``tokenize(text, special)`` is the model's tokenizer (local or a
+    server's): template parts with special tokens parsed, content without."""
+    runs: list[Run] = []
+    cut_index: int | None = None
+    keep_tokens = 0
+    for part in parts:
+        if isinstance(part, prompt.Image):
+            runs.append(images[part.index])
+            continue
+        tokens = tokenize(part.text, isinstance(part, prompt.Special))
+        if isinstance(part, prompt.Text) and part.truncatable:
+            cut_index = len(runs)
+            keep_tokens = len(tokenize(part.text[: part.keep], False))
+        runs.append(tokens)
+    total = sum(run_len(r) for r in runs)
+    if total > max_tokens:
+        over = total - max_tokens
+        cut = 0
+        if cut_index is not None:
+            run = runs[cut_index]
+            assert isinstance(run, list)
+            cut = min(over, len(run) - keep_tokens)
+            runs[cut_index] = run[: len(run) - cut]
+        if over > cut:
+            raise InputError(
+                f"input needs {total} tokens but the limit is {max_tokens} "
+                "(an image takes (width/32) x (height/32) tokens)"
+            )
+        log.warning("input truncated from %d to %d tokens to fit the limit", total, total - cut)
+    merged: list[Run] = []
+    for r in runs:
+        if isinstance(r, list) and merged and isinstance(merged[-1], list):
+            merged[-1] = merged[-1] + r
+        else:
+            merged.append(r)
+    return merged
+
+
 class QwenEngine:
     """A Qwen3-VL GGUF on llama.cpp with an optional, lazily loaded mmproj."""
 
@@ -211,40 +256,10 @@ class QwenEngine:
         self, parts: list[prompt.Part], images: Sequence[img.PreparedImage]
     ) -> list[Run]:
         """Token runs in prompt order; truncates content (never the template) to fit."""
-        runs: list[Run] = []
-        cut_index: int | None = None
-        keep_tokens = 0
-        for part in parts:
-            if isinstance(part, prompt.Image):
-                runs.append(images[part.index])
-                continue
-            tokens = self.model.tokenize(part.text, special=isinstance(part, prompt.Special))
-            if isinstance(part, prompt.Text) and part.truncatable:
-                cut_index = len(runs)
-                keep_tokens = len(self.model.tokenize(part.text[: part.keep], special=False))
-            runs.append(tokens)
-        total = sum(run_len(r) for r in runs)
-        if total > self.max_tokens:
-            over = total - self.max_tokens
-            cut = 0
-            if cut_index is not None:
-                run = runs[cut_index]
-                assert isinstance(run, list)
-                cut = min(over, len(run) - keep_tokens)
-                runs[cut_index] = run[: len(run) - cut]
-            if over > cut:
-                raise InputError(
-                    f"input needs {total} tokens but the limit is {self.max_tokens} "
-                    "(an image takes (width/32) x (height/32) tokens)"
-                )
-            log.warning("input truncated from %d to %d tokens to fit the limit", total, total - cut)
-        merged: list[Run] = []
-        for r in runs:
-            if isinstance(r, list) and merged and isinstance(merged[-1], list):
-                merged[-1] = merged[-1] + r
-            else:
-                merged.append(r)
-        return merged
+        return tokenize_parts(
+            parts, images, lambda text, special: self.model.tokenize(text, special=special),
+            self.max_tokens,
+        )  # fmt: skip
 
     # -- evaluation -------------------------------------------------------------------
 

@@ -49,6 +49,20 @@ class ImageError(InputError):
     """An image is unreadable, corrupt, or too large."""
 
 
+# The reason a file failed because the remote engine could not be reached: such files are
+# retried by the next run without --retry-failed.
+ENGINE_UNAVAILABLE = "engine unavailable"
+
+
+class EngineUnavailable(InputError):
+    """The remote engine did not answer (after retries): this input was not embedded.
+    Its message starts with ``ENGINE_UNAVAILABLE``."""
+
+
+class EngineUnreachable(LauncherError):
+    """The remote engine cannot be used at all (down at start, refuses us, cannot embed)."""
+
+
 class EngineError(LauncherError):
     """llama.cpp refused to evaluate a batch (decode or encode failed)."""
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ENGINE_UNAVAILABLE, EngineUnavailable, InputError
 from .extract import (
     TOO_SLOW,
     Budget,
@@ -289,7 +289,7 @@ class Indexer:
             if self.text is not None and text_sigs.get(item.path) != (item.size, item.mtime_ns):
                 words.append(item)
             known = self.store.unchanged(item.path, item.size, item.mtime_ns)
-            if known is not None and not (retry_failed and known.status == "failed"):
+            if known is not None and not self._retry(known):
                 report.unchanged += 1
                 if known.status == "pending_chunks":
                     pending_chunks.append(item.path)
@@ -330,6 +330,7 @@ class Indexer:
         path as a run: existing files are (re)indexed, vanished ones removed."""
         started = time.monotonic()
         report = self.report = Report()
+        self._retry_failed = False  # (only a run retries every failure, when asked)
         jobs: list[_Job] = []
         pending: list[str] = []
         roots = tuple(self.store.roots)
@@ -354,7 +355,7 @@ class Indexer:
                 continue
             report.files += 1
             known = self.store.unchanged(entry.path, entry.size, entry.mtime_ns)
-            if known is not None:
+            if known is not None and not self._retry(known):
                 report.unchanged += 1
                 if known.status == "pending_chunks":  # e.g. a batch that failed midway
                     pending.append(entry.path)
@@ -367,6 +368,13 @@ class Indexer:
         report.seconds = time.monotonic() - started
         self.store.commit()
         return report
+
+    def _retry(self, rec: FileRecord) -> bool:
+        """A failed file to try again: all of them with ``--retry-failed``; without, those
+        that failed only because the remote engine could not be reached."""
+        if rec.status != "failed":
+            return False
+        return self._retry_failed or (rec.reason or "").startswith(ENGINE_UNAVAILABLE)
 
     def _is_new(self, path: str) -> bool:
         rec = self.store.get(path)
@@ -593,7 +601,7 @@ class Indexer:
         old = self.store.get(entry.path)
         if old is not None and old.status == "queued":
             old = None
-        retry = old is not None and old.status == "failed" and self._retry_failed
+        retry = old is not None and self._retry(old)
         if old is not None and old.content_hash == digest and not retry:
             self.store.touch(entry.path, entry.size, entry.mtime_ns)
             report.unchanged += 1
@@ -737,6 +745,9 @@ class Indexer:
             outcomes = self._embed_chunks(result.chunks, path, result.kind, timer, report)
             if outcomes is None:
                 return
+            if any(isinstance(v, EngineUnavailable) for v in outcomes):
+                timer.finish()  # the engine went away: stays pending_chunks for the next run
+                continue
             pieces: list[Piece] = []
             vectors = []
             for piece, vec in zip(result.chunks, outcomes, strict=True):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .embedder import Embedder
+from .engines import Engine
 from .errors import InputError, LauncherError, ModelError, ModelNotFound, ModelSwitchedOff
 from .fulltext import FullText, Term, TextFilter, TextHit, TextQuery, parse_query
 from .indexed import open_indexed, unchanged
@@ -93,7 +93,7 @@ class Searcher:
     def __init__(
         self,
         snapshot: Callable[[], Snapshot],
-        embedder: Callable[[], Embedder],
+        embedder: Callable[[], Engine],
         *,
         reranker: Callable[[], Any] | None = None,
         settings: IndexSettings | None = None,
