@@ -19,6 +19,9 @@ and finishes in under 10 minutes on 2 cores.
 (w) full text: time until every file of a tree is findable by the words of its body (no
     model work), words-tier throughput on a 10k plain-text tree, full-text query latency
     at 10k and 100k chunks, and the database's size against the text it holds
+(slots) the remote engine: files/s indexing a fixed text corpus through a local
+    llama-server with 1, 2 and 4 slots (--parallel N, N requests in flight) against the
+    in-process engine (the server is built once by launcher.engines.llama_server)
 """
 
 from __future__ import annotations
@@ -412,6 +415,47 @@ def bench_indexing(  # type: ignore[no-untyped-def]
         if label == "mixed":
             res.add("g", "peak RSS of `index` (mixed corpus, with mmproj)",
                     f"{peak / 2**30:.2f} GB")  # fmt: skip
+
+
+def slots_corpus(folder: Path, files: int) -> Path:
+    """(slots): short and medium notes (one card each, a few chunks for the longer ones)."""
+    rng = random.Random(11)
+    folder.mkdir(parents=True)
+    for i in range(files):
+        (folder / f"note-{i:02}.txt").write_text(text_of(rng.choice([40, 80, 150, 300]), rng))
+    return folder
+
+
+def bench_slots(env, work: Path, quick: bool, res: Results, twin, threads: int) -> None:  # type: ignore[no-untyped-def]
+    """(slots) files/s through llama-server with 1, 2 and 4 slots, and in-process."""
+    from launcher.engines.llama_server import server_binary, start_server
+
+    binary = server_binary()  # built (once, cached) before the clock matters
+    corpus = slots_corpus(work / "corpus-slots", 12 if quick else 24)
+    load = os.getloadavg()[0]
+    report, seconds, _ = run_index({**env, "LAUNCHER_HOME": str(work / "home-slots-0")}, corpus)
+    base = report["files"] / report["seconds"]
+    what = f"in-process engine: {report['files']} text files, {report['tokens']} tokens"
+    note = f"{report['seconds']:.0f} s; load {load:.1f} before"
+    res.add("slots", what, f"{base:.3f} files/s", note=note)
+    for n in (1, 2, 4):
+        # every input fits a slot whole (batch = ubatch = slot context); 2048 holds the
+        # 448-token chunks with room to spare and keeps 4 slots' KV cache under 1 GB
+        server = start_server(twin.embedding, None, binary=binary, parallel=n, threads=threads,
+                              ctx_per_slot=2048, log=work / f"llama-server-{n}.log")  # fmt: skip
+        try:
+            load = os.getloadavg()[0]
+            home = work / f"home-slots-{n}"
+            report, seconds, _ = run_index(
+                {**env, "LAUNCHER_HOME": str(home), "LAUNCHER_ENGINE": server.url}, corpus
+            )
+        finally:
+            server.stop()
+        rate = report["files"] / report["seconds"]
+        what = f"llama-server, {n} slot{'s' if n > 1 else ''} ({n} in flight)"
+        note = (f"x{rate / base:.2f} in-process; {report['seconds']:.0f} s; "
+                f"load {load:.1f} before; failed {report['failed']}")  # fmt: skip
+        res.add("slots", what, f"{rate:.3f} files/s", note=note)
 
 
 class Clock:
@@ -1054,7 +1098,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent")  # fmt: skip
+                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent,slots")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1104,6 +1148,8 @@ def main() -> int:
         sections.append(("w", lambda: bench_words(env, work, files, args.quick, res)))
     if want("recent"):  # (w) with the model: not part of --only w (minutes on a CPU)
         sections.append(("recent", lambda: bench_recent(env, work, files, res)))
+    if "slots" in only:  # builds llama-server on first use: only when asked for
+        sections.append(("slots", lambda: bench_slots(env, work, args.quick, res, twin, threads)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None

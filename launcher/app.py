@@ -64,8 +64,9 @@ class App:
         if remote is not None:
             remembered = read_models(index_dir) if remember else None
             ident = (remembered or {}).get("identity") or {}
+            models = resolve(roles=())  # (the config's threads; no local embedding model)
             return cls(
-                models=resolve(roles=()), settings=load_settings(), threads=threads,
+                models=models, settings=load_settings(), threads=threads or models.threads,
                 verbose=verbose, index_dir=index_dir, reranker_path=reranker, engine=remote,
                 engine_mmproj=Path(mmproj).name if mmproj else ident.get("mmproj_file"),
             )  # fmt: skip

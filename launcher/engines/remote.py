@@ -238,6 +238,8 @@ class RemoteEmbedder:
         self._tokens_lock = threading.Lock()
         self._down = threading.Event()  # unreachable: one try per request until it answers
         self.info = self._connect()
+        if self.info.kind == LLAMA_SERVER:
+            self._check_specials()
         self.concurrency = settings.concurrency or self.info.slots
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="engine")
         try:
@@ -307,6 +309,21 @@ class RemoteEmbedder:
             details=f"vllm:{entry.get('root') or name}",
         )
 
+    def _check_specials(self) -> None:
+        """A prompt with pictures is tokenized by the server with BOS/EOS added when the
+        GGUF asks for them; the local engine never adds them (Qwen GGUFs do not ask)."""
+        body = {"content": "a", "parse_special": False}
+        try:
+            bare = self._http.request("POST", "/tokenize", {**body, "add_special": False}, tries=2)
+            full = self._http.request("POST", "/tokenize", {**body, "add_special": True}, tries=2)
+        except (OSError, http.client.HTTPException, _ServerError, _Refused):
+            return  # the probe embedding below reports a server that does not work
+        if len(full["tokens"]) != len(bare["tokens"]):
+            log.warning(
+                "the engine's model adds BOS/EOS tokens to prompts with pictures; their "
+                "vectors will differ from the local engine's"
+            )
+
     # -- the Embedder interface -------------------------------------------------------
 
     @property
@@ -348,7 +365,15 @@ class RemoteEmbedder:
         )
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenize(text, False))
+        """The server tokenizer's count; while the server is unreachable, an estimate (the
+        count sizes chunks and progress figures; the file's embedding fails meanwhile and
+        the next run reads it again)."""
+        try:
+            return len(self._tokenize(text, False))
+        except EngineUnavailable:
+            from ..extract import estimate_tokens
+
+            return estimate_tokens(text)
 
     def prompt_text(self, item: EmbedInput | str) -> str:
         x = EmbedInput.of(item)
