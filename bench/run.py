@@ -1016,6 +1016,13 @@ NOTES = """
   cover the rest of long files.
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
+- **(slots)** The same 24 text files indexed in-process and through a local llama-server
+  (the vendored llama.cpp, built by `launcher.engines.llama_server`) with 1, 2 and 4 slots
+  and as many requests in flight; 2 threads each. On 2 cores the model is compute bound, so
+  slots do not add throughput (they pay off on a GPU or across machines). The server rows
+  beat the in-process row here only because other jobs loaded this shared VM (load 5 to 10
+  on 2 cores): two processes (launcher and the server) get a larger share of a contended CPU
+  than one (this section was not re-run on a quiet machine).
 - **(g)** RSS is VmHWM of the real `index` / `launch` processes (weights are mmapped).
   The "service RSS" row is VmRSS of `launch`'s back end in a fresh process while its
   watcher indexes a picture, and after: the indexing engine then frees its vision encoder

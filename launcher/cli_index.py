@@ -355,6 +355,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Index: {data['index']} ({human_size(data['bytes'])})")
     where = data["model_files"].get("model") or data["model"].get("model_file")
     print(f"Model: {where} ({data['dims']} dims)")
+    if data["model_files"].get("engine"):
+        print(f"Engine: {data['model_files']['engine']} (last run embedded there)")
     print("Roots:")
     for root in data["roots"]:
         print(f"  {root}")
@@ -432,7 +434,7 @@ def _info(store: Any) -> dict[str, Any]:
         "model_files": {
             k: v
             for k, v in (read_models(store.directory) or {}).items()
-            if k in ("model", "mmproj")
+            if k in ("model", "mmproj", "engine")
         },
         "rebuild_pending": (store.directory / REBUILD).exists(),
     }

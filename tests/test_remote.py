@@ -154,7 +154,7 @@ def test_content_with_images_cannot_end_the_turn(tiny_models, serve) -> None:  #
 
 
 def test_index_through_llama_server_matches_local_index(
-    tiny_models, serve, tmp_path, monkeypatch
+    tiny_models, serve, tmp_path, monkeypatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     corpus = write_corpus(tmp_path / "corpus")
     monkeypatch.setenv("LAUNCHER_MODEL", str(tiny_models.embedding))
@@ -170,6 +170,11 @@ def test_index_through_llama_server_matches_local_index(
     server = serve(tiny_models.embedding, tiny_models.mmproj, parallel=2)
     code = main(["index", str(corpus), "--engine", server.url, "--json"])
     assert code == 0
+    capsys.readouterr()
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model_files"]["engine"] == server.url
+    assert info["model"]["model_file"] == "tiny-embedding.gguf" and not info["errors"]
     with App.create(index_dir=remote_dir, engine=server.url) as app:
         store = app.open_store()
         with store:
@@ -382,6 +387,10 @@ def test_busy_server_is_retried_and_a_refused_input_fails_alone(fake) -> None:  
         assert not isinstance(out[1], EngineUnavailable)
         assert isinstance(out[0], np.ndarray) and isinstance(out[2], np.ndarray)
         fake.refuse_text = None
+        fake.fail = [503] * 4  # still busy after every retry: tried again by the next run
+        out = remote.embed_each(["busy"])
+        assert isinstance(out[0], EngineUnavailable)
+        assert remote.embed(["back"]).shape == (1, 8)  # (and it is used again at once)
         fake.close()  # gone: every input fails as unavailable, quickly once it is known down
         out = remote.embed_each(["a", "b", "c"])
         assert all(isinstance(o, EngineUnavailable) for o in out)

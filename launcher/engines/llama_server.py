@@ -188,6 +188,17 @@ def server_command(
     return cmd
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the thread that started it ends (a crashed
+    test run or benchmark leaves no server behind); start it from a long-lived thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class LlamaServer:
     """A running llama-server on 127.0.0.1 (``stop`` ends it)."""
@@ -243,7 +254,9 @@ def start_server(
         ctx_per_slot=ctx_per_slot,
     )  # fmt: skip
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
     server = LlamaServer(proc, port, log, cmd)
     deadline = time.monotonic() + ready_seconds
     while time.monotonic() < deadline:

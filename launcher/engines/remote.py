@@ -100,7 +100,11 @@ class _Refused(Exception):
 
 
 class _ServerError(Exception):
-    """The server kept answering 5xx (it is up, but failed on this request)."""
+    """The server answered 5xx, 408 or 429 (``status``; 0: an answer that is not JSON)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Http:
@@ -153,7 +157,7 @@ class _Http:
         if resp.getheader("Connection", "").lower() == "close":
             self._drop()
         if resp.status >= 500 or resp.status in (408, 429):
-            raise _ServerError(f"HTTP {resp.status}: {_message(raw)}")
+            raise _ServerError(f"HTTP {resp.status}: {_message(raw)}", resp.status)
         if resp.status >= 400:
             raise _Refused(resp.status, _message(raw))
         try:
@@ -443,7 +447,8 @@ class RemoteEmbedder:
             self._down.set()
             raise EngineUnavailable(f"{ENGINE_UNAVAILABLE} ({self.url}: {err})") from None
         except _ServerError as err:
-            if not self._healthy():
+            # busy, loading or unreachable behind a proxy: worth trying again next run
+            if err.status in (408, 429, 502, 503, 504) or not self._healthy():
                 self._down.set()
                 raise EngineUnavailable(f"{ENGINE_UNAVAILABLE} ({self.url}: {err})") from None
             raise InputError(f"the engine could not process this input: {err}") from None
