@@ -263,6 +263,7 @@ class Indexer:
             self.store.finish_rebuild()  # the rebuilt index replaces the old one now
         else:
             self.store.commit()
+        self.store.backup()  # the fallback if the catalog is damaged later
         self.on_progress(Progress("done", report.files, report.files))
         return report
 
@@ -321,7 +322,7 @@ class Indexer:
                 removed=report.removed,
                 problems=len(report.skipped),
                 interrupted=report.interrupted,
-                queued=sum(1 for r in self.store.files() if r.status == "queued"),
+                queued=self.store.count("queued"),
             )
         )
 
@@ -346,10 +347,10 @@ class Indexer:
                 elif not os.path.isfile(path):
                     # maybe a removed folder: it takes everything indexed under it
                     prefix = path.rstrip(os.sep) + os.sep
-                    for rec in list(self.store.files()):
-                        if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
-                            self._drop_words([rec.path])
-                            self.store.remove(rec.path)
+                    for known_path in self.store.paths():
+                        if known_path.startswith(prefix) and not os.path.lexists(known_path):
+                            self._drop_words([known_path])
+                            self.store.remove(known_path)
                             report.removed += 1
                 continue
             report.files += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -12,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from launcher.catalog import CATALOG
 from launcher.errors import InputError, StoreError
 from launcher.extract import Locator, Piece
 from launcher.store import (
     FORMAT_VERSION,
     MANIFEST,
-    MANIFEST_PREV,
     FileRecord,
     RunStats,
     Store,
@@ -191,62 +192,109 @@ def _two_generations(d: Path) -> None:
         s.commit()
 
 
-def test_truncated_manifest_falls_back_to_previous_generation(tmp_path: Path) -> None:
+def test_damaged_manifest_is_rewritten_from_the_catalog(tmp_path: Path) -> None:
+    """manifest.json is a mirror: catalog.db is the truth."""
     d = tmp_path / "index"
     _two_generations(d)
     raw = (d / MANIFEST).read_bytes()
     (d / MANIFEST).write_bytes(raw[: len(raw) // 2])
+    with open_store(d, writable=False) as r:
+        assert r.generation == 2 and sorted(f.path for f in r.files()) == ["/a", "/b"]
+    with open_store(d) as s:
+        assert s.generation == 2 and s.recovered is None
+        check_ownership(s.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
+    assert json.loads((d / MANIFEST).read_text())["generation"] == 2
+
+
+def test_kill_between_catalog_commit_and_manifest_write(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        s.commit()
+        behind = (d / MANIFEST).read_bytes()
+        put(s, "/b", 2)
+        s.commit()
+    (d / MANIFEST).write_bytes(behind)  # the catalog committed generation 2, the mirror not
+    with open_store(d, writable=False) as r:
+        assert r.generation == 2 and len(r) == 2
+    with open_store(d) as s:  # a writer puts the mirror right
+        assert s.generation == 2 and len(s) == 2
+    manifest = json.loads((d / MANIFEST).read_text())
+    assert manifest["generation"] == 2 and manifest["file_count"] == 2
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"this is not a database" * 300)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def test_damaged_catalog_falls_back_to_the_backup_copy(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        s.commit()
+        s.backup()  # (the end of a run)
+        put(s, "/b", 2)
+        s.commit()
+    _garble(d / CATALOG)
     with open_store(d) as s:
         assert s.generation == 1 and [r.path for r in s.files()] == ["/a"]
-        assert "manifest.json" in s.recovered and "previous generation (1)" in s.recovered
+        assert "catalog.db" in s.recovered and "copy made at the end of the last run" in s.recovered
         check_ownership(s.snapshot(), {"/a": vec(1, 2)})
-        assert (d / "manifest.json.damaged").exists()
+        assert (d / "catalog.db.damaged").exists()
         put(s, "/c", 3)
-        s.commit()  # the next commit goes on from the good generation
+        s.commit()  # goes on from the copy
     with open_store(d) as s:
         assert s.recovered is None and sorted(r.path for r in s.files()) == ["/a", "/c"]
         check_ownership(s.snapshot(), {"/a": vec(1, 2), "/c": vec(3, 2)})
 
 
-def test_missing_manifest_after_crash_in_the_rename_window(tmp_path: Path) -> None:
+def test_missing_catalog_is_restored_from_the_backup(tmp_path: Path) -> None:
     d = tmp_path / "index"
-    _two_generations(d)
-    os.replace(d / MANIFEST, d / MANIFEST_PREV)  # current moved to prev, new not yet in
     with open_store(d) as s:
-        assert s.generation == 2 and len(s) == 2
+        put(s, "/a", 1)
+        s.commit()
+        s.backup()
+    for name in (CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
+        (d / name).unlink(missing_ok=True)
+    with open_store(d, writable=False) as r:  # restored under the lock, by the first opener
+        assert [f.path for f in r.files()] == ["/a"]
+        check_ownership(r.snapshot(), {"/a": vec(1, 2)})
 
 
-def test_corrupt_newest_segment_falls_back(tmp_path: Path) -> None:
+def test_corrupt_newest_segment_drops_only_its_files(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
     newest = seg_files(d)[-1]
     data = (d / newest).read_bytes()
     (d / newest).write_bytes(data[: len(data) - 20])  # truncated
+    with open_store(d, writable=False) as r:
+        assert newest in r.recovered
+        check_ownership(r.snapshot(), {"/a": vec(1, 2)})
     with open_store(d) as s:
-        assert s.generation == 1 and [r.path for r in s.files()] == ["/a"]
-        assert newest in s.recovered
+        assert [r.path for r in s.files()] == ["/a"]  # /b is indexed again by the next run
+        assert newest in s.recovered and "1 file(s)" in s.recovered
         check_ownership(s.snapshot(), {"/a": vec(1, 2)})
         put(s, "/c", 3)
         s.commit()
-    # The damaged generation did not become the fallback: the good one did.
-    assert json.loads((d / MANIFEST_PREV).read_text())["generation"] == 1
     with open_store(d) as s:
         assert s.recovered is None and sorted(r.path for r in s.files()) == ["/a", "/c"]
 
 
-def test_garbled_npy_header_falls_back(tmp_path: Path) -> None:
+def test_garbled_npy_header_drops_its_files(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
     newest = seg_files(d)[-1]
     (d / newest).write_bytes(b"\x93NUMPY garbage" * 10)
     with open_store(d) as s:
-        assert s.generation == 1
+        assert [r.path for r in s.files()] == ["/a"] and newest in s.recovered
 
 
 def test_damaged_shared_segment_is_salvaged_not_emptied(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
-    oldest = seg_files(d)[0]  # named by both generations: fallback cannot help
+    oldest = seg_files(d)[0]
     (d / oldest).unlink()
     with open_store(d) as s:
         assert [r.path for r in s.files()] == ["/b"]  # /a lost its vectors: re-index it
@@ -262,9 +310,11 @@ def test_damaged_shared_segment_is_salvaged_not_emptied(tmp_path: Path) -> None:
 def test_nothing_recoverable_is_an_error_not_an_empty_index(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
-    (d / MANIFEST).write_text("{not json")
-    (d / MANIFEST_PREV).write_text("[]")
-    with pytest.raises(StoreError, match="damaged and no earlier generation"):
+    _garble(d / CATALOG)
+    with pytest.raises(StoreError, match="damaged and no earlier copy"):
+        open_store(d, writable=False)
+    assert not (d / CATALOG).exists()  # set aside as catalog.db.damaged: still nothing
+    with pytest.raises(StoreError, match="damaged and no earlier copy"):
         open_store(d, writable=False)
 
 
@@ -276,32 +326,18 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     (d / MANIFEST).write_text(json.dumps(data))
     with pytest.raises(StoreError, match="newer"):
         open_store(d)
-
-
-def test_version_1_index_is_read_and_migrated_on_commit(tmp_path: Path) -> None:
-    """Version 2 only added the "queued" status: a version-1 manifest loads as it is and
-    is written as version 2 by the next commit; version 0 does not exist and is refused."""
-    d = tmp_path / "index"
-    _two_generations(d)
-    data = json.loads((d / MANIFEST).read_text())
-    data["version"] = 1
-    (d / MANIFEST).write_text(json.dumps(data))
-    with open_store(d) as s:
-        assert s.recovered is None
-        check_ownership(s.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
-        s.queue("/c", size=3, mtime_ns=4)
-        s.commit()
-    assert json.loads((d / MANIFEST).read_text())["version"] == FORMAT_VERSION == 2
-    with open_store(d) as s:
-        rec = s.get("/c")
-        assert rec is not None and rec.status == "queued" and rec.rows == ()
-        assert s.unchanged("/c", 3, 4) is None  # never embedded: never skipped
-    data = json.loads((d / MANIFEST).read_text())
     data["version"] = 0
     (d / MANIFEST).write_text(json.dumps(data))
-    (d / MANIFEST_PREV).unlink()
     with pytest.raises(StoreError, match="old format 0"):
         open_store(d)
+    data["version"] = FORMAT_VERSION
+    (d / MANIFEST).write_text(json.dumps(data))
+    conn = sqlite3.connect(d / CATALOG)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(d)
+    assert FORMAT_VERSION == 3
 
 
 def test_identity_mismatch_and_rebuild(tmp_path: Path) -> None:
@@ -320,8 +356,8 @@ def test_identity_mismatch_and_rebuild(tmp_path: Path) -> None:
         s.finish_rebuild()
     with open_store(d, identity=other) as s:
         assert [r.path for r in s.files()] == ["/new"]
-        s.commit(compact=True)  # keeps one previous generation, drops the older
-    assert len(seg_files(d)) == 2
+        s.commit(compact=True)  # nothing names the older segments any more
+    assert len(seg_files(d)) == 1
     with pytest.raises(StoreError, match="another model"):
         open_store(d)
 
