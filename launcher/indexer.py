@@ -289,10 +289,10 @@ class Indexer:
             self.store.seen(item.path)
             if self.text is not None and text_sigs.get(item.path) != (item.size, item.mtime_ns):
                 words.append(item)
-            known = self.store.unchanged(item.path, item.size, item.mtime_ns)
-            if known is not None and not (retry_failed and known.status == "failed"):
+            known = self.store.unchanged_status(item.path, item.size, item.mtime_ns)
+            if known is not None and not (retry_failed and known == "failed"):
                 report.unchanged += 1
-                if known.status == "pending_chunks":
+                if known == "pending_chunks":
                     pending_chunks.append(item.path)
                 continue
             jobs.append(_Job(item, is_new=self._is_new(item.path)))

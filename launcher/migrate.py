@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,9 @@ def migrate(directory: Path) -> str | None:
             if old is None:
                 continue
             conn.executemany(cat_insert(), (_values(old.row.role, r) for r in old.files))
-            cat.write_catalog(conn, old.row, 0)
+            live_rows = sum(len(r.rows) for r in old.files)
+            row = replace(old.row, files=len(old.files), live_rows=live_rows)
+            cat.write_catalog(conn, row, 0)
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")
     finally:

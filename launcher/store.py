@@ -689,6 +689,16 @@ def _gather(segments: Sequence[_Segment], rows: np.ndarray, dims: int) -> np.nda
     return out
 
 
+def _changed(entry: tuple[int, int, str, int], size: int, mtime_ns: int) -> bool:
+    """Whether a file with this (size, mtime_ns) must be read again (see ``unchanged``)."""
+    old_size, old_mtime, status, indexed_ns = entry
+    if old_size != size or old_mtime != mtime_ns:
+        return True
+    if status == "queued":  # never embedded: not a reason to skip it
+        return True
+    return indexed_ns - old_mtime < RACY_NS
+
+
 def _hits_ranges(rows: bytes, ranges: Sequence[tuple[int, int]]) -> bool:
     numbers = np.frombuffer(rows, dtype=cat.ROW_DTYPE)
     return any(bool(((numbers >= lo) & (numbers < hi)).any()) for lo, hi in ranges)
@@ -768,6 +778,8 @@ class Store:
         self._promote = False  # the next commit makes the rebuild catalog the live one
         self._force_compact = False
         self._backup_names: tuple[tuple[int, int], set[str]] | None = None
+        # path -> (size, mtime_ns, status, indexed_ns), for ``unchanged_status``
+        self._stat_map: dict[str, tuple[int, int, str, int]] | None = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -890,8 +902,10 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             self._in_txn = False
-            with contextlib.suppress(sqlite3.Error):
-                self._count()
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                row = self._read_row(self._role)
+                self._file_count = row.files if row is not None else 0
+                self._live_rows = row.live_rows if row is not None else 0
         self._release_lock()
 
     def __enter__(self) -> Store:
@@ -925,7 +939,8 @@ class Store:
             self._role = REBUILD_ROLE
             current = self._read_row(REBUILD_ROLE)
             if current is None or current.identity != self.identity:
-                current = replace(live, role=REBUILD_ROLE, segments=(), stats=None)
+                current = replace(live, role=REBUILD_ROLE, segments=(), stats=None, files=0,
+                                  live_rows=0)  # fmt: skip
         if current is not None:
             if current.dims != self.dims or current.identity != self.identity:
                 old = {**current.identity, "dims": current.dims}
@@ -943,8 +958,7 @@ class Store:
             self.stats = RunStats.from_json(current.stats) if current.stats else None
             self._segments = self._open_segments(current)
             self._total_rows = sum(s.rows for s in self._segments)
-            if self._conn is not None:
-                self._count()
+            self._file_count, self._live_rows = current.files, current.live_rows
             bad = [s for s in self._segments if s.array is None]
             if bad and self.writable:
                 self._salvage(bad)
@@ -1035,12 +1049,8 @@ class Store:
         """manifest.json (and rebuild.json) from a catalog just migrated or restored."""
         for role, name in ((LIVE, MANIFEST), (REBUILD_ROLE, REBUILD)):
             row = cat.read_catalog(conn, role)
-            if row is None:
-                continue
-            n, total = conn.execute(
-                "SELECT count(*), total(length(rows)) FROM files WHERE cat = ?", (role,)
-            ).fetchone()
-            _write_atomic(self.directory / name, _manifest_bytes(row, int(n), int(total) // 8))
+            if row is not None:
+                _write_atomic(self.directory / name, _manifest_bytes(row))
         for name in (MANIFEST_PREV, REBUILD_PREV):  # format 2's fallbacks: migrated
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / name)
@@ -1109,7 +1119,7 @@ class Store:
         self._conn.execute("DELETE FROM catalogs WHERE role = ?", (REBUILD_ROLE,))
         self._changes += 1  # the first commit writes the (empty) new generation
         return CatalogRow(REBUILD_ROLE, live.generation, "", self.identity or {}, self.dims,
-                          live.roots, (), None)  # fmt: skip
+                          live.roots, (), None, 0, 0)  # fmt: skip
 
     def _open_segments(self, row: CatalogRow) -> list[_Segment]:
         """The catalog row's segments, memory-mapped; None arrays for damaged ones. A
@@ -1259,18 +1269,33 @@ class Store:
         """The record when ``path`` has the recorded size and mtime (skip it unread), else None.
 
         A record whose mtime was within a couple of seconds of its indexing time counts as
-        changed, so a write in the same timestamp tick is not missed. (One indexed SELECT,
-        no write: a no-change re-scan costs a few microseconds per file here.)
+        changed, so a write in the same timestamp tick is not missed. (One indexed SELECT:
+        for a few paths; a whole run asks ``unchanged_status``.)
         """
         record = self.get(path)
-        if record is None or record.size != size or record.mtime_ns != mtime_ns:
-            return None
-        if record.status == "queued":  # never embedded: not a reason to skip it
-            return None
-        if record.indexed_ns - record.mtime_ns < RACY_NS:
+        if record is None or _changed(
+            (record.size, record.mtime_ns, record.status, record.indexed_ns), size, mtime_ns
+        ):
             return None
         self.seen(path)
         return record
+
+    def unchanged_status(self, path: str, size: int, mtime_ns: int) -> Status | None:
+        """``unchanged(...).status`` without building the record: the run's walk asks it of
+        every file, so the (path -> stat, status) map is read in one query per run and
+        kept in step with this writer's changes."""
+        if self._stat_map is None:
+            assert self._conn is not None or not self.generation
+            rows = self._conn.execute(
+                "SELECT path, size, mtime_ns, status, indexed_ns FROM files WHERE cat = ?",
+                (self._role,),
+            ) if self._conn is not None else ()  # fmt: skip
+            self._stat_map = {cat.key_path(k): (s, m, st, i) for k, s, m, st, i in rows}
+        entry = self._stat_map.get(path)
+        if entry is None or _changed(entry, size, mtime_ns):
+            return None
+        self.seen(path)
+        return entry[2]  # type: ignore[return-value]
 
     def lookup_by_hash(self, digest: str) -> FileRecord | None:
         """An indexed (status ok) file with this content hash, to reuse its vectors."""
@@ -1343,6 +1368,8 @@ class Store:
         if old is None:
             return False
         self._conn.execute("DELETE FROM files WHERE id = ?", (old[0],))
+        if self._stat_map is not None:
+            self._stat_map.pop(path, None)
         self._file_count -= 1
         self._live_rows -= old[1] // 8
         return True
@@ -1353,6 +1380,9 @@ class Store:
         assert self._conn is not None
         self._delete(record.path)
         self._conn.execute(_INSERT, _values(self._role, record))
+        if self._stat_map is not None:
+            stat = (record.size, record.mtime_ns, record.status, record.indexed_ns)
+            self._stat_map[record.path] = stat
         self._file_count += 1
         self._live_rows += len(record.rows)
         self.seen(record.path)
@@ -1461,6 +1491,7 @@ class Store:
 
     def begin_sweep(self) -> None:
         """Start a run: files not ``seen`` (or put, touched...) before ``sweep`` are removed."""
+        self._stat_map = None
         self._seen = set()
         self._kept_prefixes = []
 
@@ -1482,6 +1513,7 @@ class Store:
             self.remove(path)
         self._seen = None
         self._kept_prefixes = []
+        self._stat_map = None  # (a run's: its memory goes with it)
         return gone
 
     # -- committing ---------------------------------------------------------------------
@@ -1544,6 +1576,7 @@ class Store:
                 self._role, generation, token, self.identity or {}, self.dims, self.roots,
                 tuple((s.name, s.rows) for s in segments),
                 dataclasses.asdict(self.stats) if self.stats else None,
+                self._file_count, self._live_rows,
             )  # fmt: skip
             cat.write_catalog(self._conn, row, time.time_ns())
             self._conn.execute("COMMIT")
@@ -1622,6 +1655,7 @@ class Store:
         self._conn.execute("UPDATE files SET cat = ? WHERE cat = ?", (LIVE, REBUILD_ROLE))
         self._conn.execute("DELETE FROM catalogs WHERE role = ?", (REBUILD_ROLE,))
         self._role = LIVE
+        self._stat_map = None
 
     def _write_models(self) -> None:
         """models.json: the model files this index is built with, when they changed."""
@@ -1637,14 +1671,14 @@ class Store:
         return f"seg-{generation:06d}-{token}.npy"
 
     def _write_segment(self, generation: int, token: str, rows: np.ndarray) -> _Segment:
+        # Written under its final name (unique, and named by no catalog until the commit:
+        # a kill half-way leaves a file the next commit deletes): no rename to wait for.
         name = self._segment_name(generation, token)
         final = self.directory / name
-        tmp = final.with_name(name + ".tmp")
-        with open(tmp, "wb") as f:
+        with open(final, "wb") as f:
             np.save(f, np.ascontiguousarray(rows, dtype=VECTOR_DTYPE), allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, final)
         _fsync_dir(self.directory)
         start = sum(s.rows for s in self._segments)
         array = np.load(final, mmap_mode="r", allow_pickle=False)
@@ -1714,8 +1748,9 @@ class Store:
                 os.unlink(self.directory / name)
 
     def _write_manifest(self, row: CatalogRow) -> None:
-        raw = _manifest_bytes(row, self._file_count, self._live_rows)
-        _write_atomic(self.directory / self._names[0], raw)
+        # A mirror: replaced atomically (never seen half-written), but not fsynced; after
+        # a power cut the catalog is the truth and the next writer rewrites it.
+        _write_atomic(self.directory / self._names[0], _manifest_bytes(row), durable=False)
 
     def _collect_garbage(self, keep: set[str]) -> None:
         """Delete segment and temp files nothing names (crash leftovers, old ones)."""
@@ -1767,7 +1802,7 @@ def _checked(db: Path, *, writable: bool) -> sqlite3.Connection:
     return conn
 
 
-def _manifest_bytes(row: CatalogRow, files: int, live_rows: int) -> bytes:
+def _manifest_bytes(row: CatalogRow) -> bytes:
     """The manifest mirror of a catalog row: small, human-readable, ASCII."""
     data = {
         "format": FORMAT,
@@ -1783,8 +1818,8 @@ def _manifest_bytes(row: CatalogRow, files: int, live_rows: int) -> bytes:
         "segments": [{"name": n, "rows": r} for n, r in row.segments],
         "stats": row.stats,
         "catalog": CATALOG,
-        "file_count": files,
-        "live_rows": live_rows,
+        "file_count": row.files,
+        "live_rows": row.live_rows,
     }
     return json.dumps(data, ensure_ascii=True, indent=1).encode("ascii")
 
@@ -1831,14 +1866,16 @@ def read_models(directory: str | os.PathLike[str] | None = None) -> dict[str, An
     return data
 
 
-def _write_atomic(path: Path, raw: bytes) -> None:
+def _write_atomic(path: Path, raw: bytes, *, durable: bool = True) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(raw)
         f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _holder(fd: int) -> IndexBusy:

@@ -767,3 +767,20 @@ def test_models_json_remembers_the_live_index_model_files(tmp_path: Path) -> Non
         assert read_models(tmp_path)["model"] == "/m/a.gguf"  # not before the swap
         s.finish_rebuild()
     assert read_models(tmp_path)["model"] == "/m/b.gguf"
+
+
+def test_unchanged_status_map_follows_this_writers_changes(tmp_path: Path) -> None:
+    old = time.time_ns() - 10**10  # (an mtime well before indexing: not "racy")
+    with open_store(tmp_path) as s:
+        put(s, "/a", 1, mtime_ns=old)
+        s.queue("/q", 1, old)
+        s.commit()
+        s.begin_sweep()
+        assert s.unchanged_status("/a", 10, old) == "ok"
+        assert s.unchanged_status("/a", 11, old) is None  # another size
+        assert s.unchanged_status("/q", 1, old) is None  # queued: never skipped
+        s.mark_failed("/a", "broken", size=12, mtime_ns=old)
+        assert s.unchanged_status("/a", 12, old) == "failed"
+        s.remove("/a")
+        assert s.unchanged_status("/a", 12, old) is None
+        assert s.sweep() == ["/q"]  # not seen by this run: removed
