@@ -1104,6 +1104,14 @@ NOTES = """
   cover the rest of long files.
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
+- **(scale)** synthetic records made through the Store API (3 rows each, 64 dims; the
+  catalog's costs do not depend on the dims), no files on disk; format 2 measured 2.3 s per
+  commit and 5.0 s to open at 100k files (the issue). "Commit" is `Store.commit()` after
+  one changed file (a new segment, the catalog's transaction, the manifest mirror). "Open"
+  is `Store.open` + `snapshot()` in a fresh process; reading the per-file arrays (paths,
+  kinds, dates, the row -> file map) happens at the first query and is shown apart, as is
+  the RSS they take. The re-scan row is the store's share of a no-change `index` run (the
+  walk's stat calls are not included).
 - **(g)** RSS is VmHWM of the real `index` / `launch` processes (weights are mmapped).
   The "service RSS" row is VmRSS of `launch`'s back end in a fresh process while its
   watcher indexes a picture, and after: the indexing engine then frees its vision encoder

@@ -455,7 +455,8 @@ class Indexer:
         or a store fallen back to its previous generation). Not while rebuilding: the text
         then also serves the live index, whose files the rebuild has not reached yet."""
         if not self.store.staged:
-            gone = [p for p in text_sigs if self.store.get(p) is None]
+            known = set(self.store.paths())  # (one query, not one per file)
+            gone = [p for p in text_sigs if p not in known]
             self._drop_words(gone)
             for path in gone:  # their text is gone: a file back at that path needs words
                 del text_sigs[path]

@@ -30,13 +30,14 @@ Catalog: the writer changes file rows as it goes, inside one SQL transaction tha
 ``commit`` ends, so a commit costs what changed, not what the index holds; nothing
 reaches other readers (or survives a kill) before ``commit``.
 
-Commit order: (1) the new segment: temp file, fsync, rename, fsync folder; (2) the SQL
-transaction: file rows and the catalog row naming the segments (WAL, synchronous=FULL:
-durable when it returns); (3) manifest.json: temp file, fsync, rename; (4) delete segment
-files no catalog, backup or old manifest names. A kill before (2) loses the uncommitted
-tail (a stray segment is deleted later); a kill between (2) and (3) leaves manifest.json one
-generation behind: catalog.db is the truth, the next writer rewrites the mirror on open,
-and followers see the commit at the next one.
+Commit order: (1) the new segment, under its final (unique) name: write, fsync, fsync
+folder; (2) the SQL transaction: file rows and the catalog row naming the segments (WAL,
+synchronous=NORMAL, see ``launcher.catalog``); (3) manifest.json: temp file, rename (a
+mirror: not fsynced); (4) delete segment files no catalog, backup or old manifest names.
+Two fsyncs per commit, whatever the index holds. A kill before (2) loses the uncommitted
+tail (a stray segment is deleted later); a kill between (2) and (3) leaves manifest.json
+one generation behind: catalog.db is the truth, the next writer rewrites the mirror on
+open, and followers see the commit at the next one.
 
 Damage: SQLite's atomic commit covers torn writes. A catalog.db that cannot be read is set
 aside (``catalog.db.damaged``) and catalog.bak.db is used instead: what is lost is what was
@@ -380,9 +381,10 @@ class Columns:
             if self._lower is None:
                 text = self.blob.decode("utf-8", "surrogateescape")
                 low = text.lower()
-                if len(low) == len(text):  # (lower() never shortens): same offsets
-                    lowered = low.encode("utf-8", "surrogateescape")
-                    if len(lowered) == len(self.blob):
+                lowered = low.encode("utf-8", "surrogateescape")
+                if len(lowered) == len(self.blob):  # the same offsets, if the NULs line up
+                    nuls = np.flatnonzero(np.frombuffer(lowered, np.uint8) == 0)
+                    if np.array_equal(nuls, self.starts[1:] - 1):
                         self._lower = (lowered, self.starts)
                 if self._lower is None:
                     parts = [self.path(i).lower() for i in range(len(self))]
@@ -480,6 +482,8 @@ class Snapshot:
                     row = cat.read_catalog(conn, self._role)
                     if row is None:
                         return Columns.empty()
+                    if (row.identity, row.dims) != (self.identity, self.dims):
+                        return Columns.empty()  # rebuilt with another model: reopen it
                     if (row.generation, row.generation_id) != (
                         self.generation,
                         self.generation_id,

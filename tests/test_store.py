@@ -784,3 +784,28 @@ def test_unchanged_status_map_follows_this_writers_changes(tmp_path: Path) -> No
         s.remove("/a")
         assert s.unchanged_status("/a", 12, old) is None
         assert s.sweep() == ["/q"]  # not seen by this run: removed
+
+
+def test_columns_filter_paths_without_a_python_string_per_file() -> None:
+    """Substring, folder and exact lookups over the one-blob path column, including case
+    changes that alter a path's byte length and undecodable bytes."""
+    from launcher.store import Columns
+
+    kinds = {"/a/\u2126x": "text", "/a/\u023ay": "pdf", "/b/Readme.TXT": None,
+             "/b/c\udce9": "text", "/c/d": "image", "/bb/e": "pdf"}  # fmt: skip
+    keys = sorted(p.encode("utf-8", "surrogateescape") for p in kinds)
+    n = len(keys)
+    kind = [kinds[k.decode("utf-8", "surrogateescape")] for k in keys]
+    cols = Columns(np.arange(n), keys, np.zeros(n, np.int64), np.zeros(n, np.int64), kind,
+                   ["ok"] * n, [b""] * n)  # fmt: skip
+
+    def names(idx) -> list[str]:
+        return [cols.path(int(i)) for i in idx]
+
+    assert names(cols.containing("\u03c9x")) == ["/a/\u2126x"]  # Ω (3 bytes) -> ω (2)
+    assert names(cols.containing("\u2c65y")) == ["/a/\u023ay"]  # Ⱥ (2 bytes) -> ⱥ (3)
+    assert names(cols.containing("readme.txt")) == ["/b/Readme.TXT"]
+    assert names(np.flatnonzero(cols.under("/b/"))) == ["/b/Readme.TXT", "/b/c\udce9"]
+    assert cols.find("/b/c\udce9") == keys.index(b"/b/c\xe9")
+    assert cols.find("/b") is None and cols.find("/zz") is None
+    assert sorted(names(np.flatnonzero(cols.kind_mask({"pdf"})))) == ["/a/\u023ay", "/bb/e"]
