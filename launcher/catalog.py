@@ -97,6 +97,10 @@ class CatalogDamaged(Exception):
     """The database cannot be read (not SQLite, malformed, wrong schema)."""
 
 
+class CatalogEmpty(Exception):
+    """A reader found no schema yet: a writer is creating the catalog."""
+
+
 def path_key(path: str) -> bytes:
     """Paths are stored as their bytes: names that are not valid UTF-8 round-trip."""
     return path.encode("utf-8", "surrogateescape")
@@ -126,7 +130,9 @@ def connect(path: Path, *, writable: bool) -> sqlite3.Connection:
         else:
             conn.execute("PRAGMA query_only=1")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION) or (version == 0 and not writable):
+        if version == 0 and not writable:
+            raise CatalogEmpty()  # being created by a writer (or an empty file)
+        if version != SCHEMA_VERSION:
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path} has catalog schema {version}, newer than this program's "
@@ -137,7 +143,7 @@ def connect(path: Path, *, writable: bool) -> sqlite3.Connection:
     except sqlite3.DatabaseError as err:
         conn.close()
         raise CatalogDamaged(str(err)) from None
-    except (CatalogDamaged, StoreError):
+    except (CatalogDamaged, CatalogEmpty, StoreError):
         conn.close()
         raise
     return conn

@@ -499,6 +499,8 @@ class Snapshot:
                 if attempt == 2:
                     raise StoreError("the index changed while being read; try again") from None
                 time.sleep(0.2)
+            except cat.CatalogEmpty:  # (the folder was deleted and is being made anew)
+                return Columns.empty()
             except (sqlite3.DatabaseError, CatalogDamaged) as err:
                 raise StoreError(f"cannot read the index catalog: {err}") from err
         bad = [(s.start, s.start + s.rows) for s in self._segments if s.array is None]
@@ -929,7 +931,10 @@ class Store:
         if not db.exists():
             self._without_catalog(wait)
         if self.writable or db.exists():
-            self._conn = self._connect()
+            try:
+                self._conn = self._connect()
+            except cat.CatalogEmpty:  # (a reader, while a writer creates it): no index yet
+                self._conn = None
         live = self._read_row(LIVE) if self._conn is not None else None
         if live is not None and self.identity is None:
             # A reader that takes whatever model built the index (info, remove, clear).

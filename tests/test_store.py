@@ -809,3 +809,16 @@ def test_columns_filter_paths_without_a_python_string_per_file() -> None:
     assert cols.find("/b/c\udce9") == keys.index(b"/b/c\xe9")
     assert cols.find("/b") is None and cols.find("/zz") is None
     assert sorted(names(np.flatnonzero(cols.kind_mask({"pdf"})))) == ["/a/\u023ay", "/bb/e"]
+
+
+def test_a_reader_racing_the_first_writer_sees_no_index_not_damage(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / CATALOG).touch()  # the writer has created the file, not its tables yet
+    with open_store(tmp_path, writable=False) as r:
+        assert len(r) == 0 and r.recovered is None and r.snapshot().file_count == 0
+    with open_store(tmp_path) as s:  # (nor a first open that has not committed)
+        with open_store(tmp_path, writable=False) as r:
+            assert len(r) == 0 and r.recovered is None
+        put(s, "/a", 1)
+        s.commit()
+    assert (tmp_path / CATALOG).exists() and not (tmp_path / "catalog.db.damaged").exists()
