@@ -114,6 +114,8 @@ def connect(path: Path, *, writable: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, NORMAL sync."""
     if writable and not path.exists():  # private from the first byte: it holds previews
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif not writable and not path.exists():  # (sqlite3 would create an empty file)
+        raise CatalogEmpty()
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

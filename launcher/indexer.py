@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, StoreError
 from .extract import (
     TOO_SLOW,
     Budget,
@@ -263,7 +263,10 @@ class Indexer:
             self.store.finish_rebuild()  # the rebuilt index replaces the old one now
         else:
             self.store.commit()
-        self.store.backup()  # the fallback if the catalog is damaged later
+        try:
+            self.store.backup()  # the fallback if the catalog is damaged later
+        except StoreError as err:  # all is committed; only the fallback copy is older
+            log.warning("%s", err)
         self.on_progress(Progress("done", report.files, report.files))
         return report
 

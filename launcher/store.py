@@ -1072,8 +1072,8 @@ class Store:
             row = cat.read_catalog(src, LIVE) if src is not None else None
             if src is not None:
                 src.close()
-        except (sqlite3.DatabaseError, CatalogDamaged) as err:
-            problem += f"; {CATALOG_BACKUP}: {err}"
+        except (sqlite3.DatabaseError, CatalogDamaged, cat.CatalogEmpty) as err:
+            problem += f"; {CATALOG_BACKUP}: {err or 'empty'}"
             row = None
         if row is None:
             raise StoreError(
@@ -1615,6 +1615,8 @@ class Store:
         if self._conn is None or self._in_txn or not self.writable:
             return
         final = self.directory / CATALOG_BACKUP
+        if self._backup_of() == (self.generation, self.generation_id):
+            return  # nothing committed since the last copy (a run that changed nothing)
         tmp = final.with_name(CATALOG_BACKUP + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -1627,6 +1629,22 @@ class Store:
             _fsync_dir(self.directory)
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot back up the index catalog: {err}") from err
+
+    def _backup_of(self) -> tuple[int, str] | None:
+        """The generation of this store's catalog that the backup copy holds."""
+        if not (self.directory / CATALOG_BACKUP).exists():
+            return None  # (connecting would create an empty file)
+        try:
+            conn = cat.connect(self.directory / CATALOG_BACKUP, writable=False)
+        except (OSError, sqlite3.Error, CatalogDamaged, cat.CatalogEmpty, StoreError):
+            return None
+        try:
+            row = cat.read_catalog(conn, self._role)
+        except (sqlite3.Error, CatalogDamaged):
+            row = None
+        finally:
+            conn.close()
+        return (row.generation, row.generation_id) if row is not None else None
 
     def _check_segments(self) -> None:
         """Never commit a generation naming a segment that is not on disk (the folder was
