@@ -126,6 +126,9 @@ RACY_NS = 2_000_000_000
 # measured; below COARSE_MIN_ROWS the shortlist would be most of the index anyway.
 COARSE_DIMS = 256
 COARSE_MIN_ROWS = 8192
+# A writer's snapshot derives its per-file arrays from an earlier one's while fewer files
+# than this changed since (each is read again at every commit); past it, it reads them all.
+DERIVE_MAX_PATHS = 2000
 
 
 def default_dir() -> Path:
@@ -422,6 +425,78 @@ class Columns:
         """Matrix row numbers of file ``i``, ascending."""
         return np.searchsorted(self.live_rows, self.rows_of(i))
 
+    def updated(self, gone: Iterable[str], added: Sequence[Sequence[Any]]) -> Columns:
+        """These columns after a commit that replaced or removed the files ``gone`` and
+        wrote ``added`` (``files`` rows: id, path, size, mtime_ns, kind, status, rows; their
+        paths among ``gone``): array work in O(files), no object per file, so a writer's
+        next snapshot is ready without reading every record again."""
+        n = len(self)
+        keep = np.ones(n, dtype=bool)
+        for path in gone:
+            i = self.find(path)
+            if i is not None:
+                keep[i] = False
+        kept = np.flatnonzero(keep)
+        added = sorted(added, key=lambda r: bytes(r[1]))
+        keys = [bytes(r[1]) for r in added]
+        at = np.asarray(
+            [bisect.bisect_left(kept, k, key=lambda j: self.key(int(j))) for k in keys], np.int64
+        )
+        m = len(kept) + len(added)
+        pos_kept = np.arange(len(kept)) + np.searchsorted(at, np.arange(len(kept)), side="right")
+        pos_new = at + np.arange(len(added))
+
+        def merged(old: np.ndarray, new: Any) -> np.ndarray:
+            out = np.empty(m, dtype=old.dtype)
+            out[pos_kept] = old[kept]
+            out[pos_new] = new
+            return out
+
+        out = object.__new__(Columns)
+        out.ids = merged(self.ids, [r[0] for r in added])
+        out.size = merged(self.size, [r[2] for r in added])
+        out.mtime_ns = merged(self.mtime_ns, [r[3] for r in added])
+        names = list(self.kind_names)
+        codes = []
+        for r in added:
+            if r[4] not in names:
+                names.append(r[4])
+            codes.append(names.index(r[4]))
+        out.kind_names = tuple(names)
+        out.kind_codes = merged(self.kind_codes, codes)
+        out.status_codes = merged(self.status_codes, [STATUSES.index(r[5]) for r in added])
+        counts = [len(r[6]) // 8 for r in added]
+        out.nrows = merged(self.nrows, counts)
+        # paths: the kept bytes, and the new keys where their files now sit
+        lengths = merged(np.diff(self.starts), [len(k) + 1 for k in keys])
+        out.starts = np.zeros(m + 1, np.int64)
+        np.cumsum(lengths, out=out.starts[1:])
+        is_new = np.zeros(m, dtype=bool)
+        is_new[pos_new] = True
+        new_bytes = np.repeat(is_new, lengths)
+        blob = np.empty(int(out.starts[-1]), dtype=np.uint8)
+        old_blob = np.frombuffer(self.blob, np.uint8)
+        blob[~new_bytes] = old_blob[np.repeat(keep, np.diff(self.starts))]
+        blob[new_bytes] = np.frombuffer(b"".join(k + b"\0" for k in keys), np.uint8)
+        out.blob = blob.tobytes()
+        # the row map: kept files' rows renumbered to their new places, new rows merged in
+        where = np.full(n, -1, np.int64)
+        where[kept] = pos_kept
+        live = keep[self.row_file]
+        rows = self.live_rows[live]
+        owners = where[self.row_file[live]].astype(np.int32)
+        numbers = np.frombuffer(b"".join(bytes(r[6]) for r in added), dtype=cat.ROW_DTYPE)
+        new_owner = np.repeat(pos_new, counts).astype(np.int32)
+        order = np.argsort(numbers, kind="stable")
+        numbers, new_owner = numbers[order].astype(np.int64), new_owner[order]
+        ins = np.searchsorted(rows, numbers)
+        out.live_rows = np.insert(rows, ins, numbers)
+        out.row_file = np.insert(owners, ins, new_owner)
+        out._lower = None
+        out._by_file = None
+        out._lock = threading.Lock()
+        return out
+
 
 class Snapshot:
     """An immutable view of one committed generation, for searching.
@@ -444,6 +519,7 @@ class Snapshot:
         readers: cat.Readers | None = None,
         role: str = LIVE,
         reopen: Callable[[CatalogRow], list[_Segment]] | None = None,
+        derive: tuple[Columns, set[str], list[Any]] | None = None,
     ):
         self.generation = generation
         # generation numbers start again after the folder is deleted: (generation, id) is
@@ -459,6 +535,9 @@ class Snapshot:
         self._reopen = reopen
         self._lock = threading.RLock()
         self._columns: Columns | None = None
+        # (columns of an earlier generation, paths written since, their rows now): this
+        # generation's columns without reading the catalog (see ``Columns.updated``)
+        self._derive = derive
         self._records: dict[int, FileRecord] = {}
         self._matrix: np.ndarray | None = None
         self._coarse: np.ndarray | None = None
@@ -469,7 +548,11 @@ class Snapshot:
     def columns(self) -> Columns:
         """The files of this generation as arrays (one catalog query, the first time)."""
         with self._lock:
-            if self._columns is None:
+            if self._columns is None and self._derive is not None:
+                base, gone, added = self._derive
+                self._columns = base.updated(gone, added)
+                self._derive = None
+            elif self._columns is None:
                 self._columns = self._load()
             return self._columns
 
@@ -784,6 +867,11 @@ class Store:
         self._promote = False  # the next commit makes the rebuild catalog the live one
         self._force_compact = False
         self._backup_names: tuple[tuple[int, int], set[str]] | None = None
+        # Paths written since the last commit (None: unknown, e.g. after a compaction), and
+        # columns some snapshot read with the paths written since: the next snapshots derive
+        # their columns from those (``_derivation``).
+        self._touched: set[str] | None = set()
+        self._base: tuple[Columns, set[str]] | None = None
         # path -> (size, mtime_ns, status, indexed_ns), for ``unchanged_status``
         self._stat_map: dict[str, tuple[int, int, str, int]] | None = None
 
@@ -908,6 +996,7 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
             self._in_txn = False
+            self._touched = None  # (rolled back: the next commit's snapshot reads it all)
             with contextlib.suppress(sqlite3.Error, StoreError):
                 row = self._read_row(self._role)
                 self._file_count = row.files if row is not None else 0
@@ -1126,6 +1215,7 @@ class Store:
         assert self._conn is not None
         self._conn.execute("DELETE FROM files WHERE cat = ?", (REBUILD_ROLE,))
         self._conn.execute("DELETE FROM catalogs WHERE role = ?", (REBUILD_ROLE,))
+        self._touched = None
         self._changes += 1  # the first commit writes the (empty) new generation
         return CatalogRow(REBUILD_ROLE, live.generation, "", self.identity or {}, self.dims,
                           live.roots, (), None, 0, 0)  # fmt: skip
@@ -1175,6 +1265,7 @@ class Store:
         ]
         self._begin()
         self._conn.executemany("DELETE FROM files WHERE id = ?", [(i,) for i, _ in lost])
+        self._touched = None
         self._count()
         names = ", ".join(s.name for s in bad)
         self.recovered = (
@@ -1377,6 +1468,8 @@ class Store:
         if old is None:
             return False
         self._conn.execute("DELETE FROM files WHERE id = ?", (old[0],))
+        if self._touched is not None:
+            self._touched.add(path)
         if self._stat_map is not None:
             self._stat_map.pop(path, None)
         self._file_count -= 1
@@ -1389,6 +1482,8 @@ class Store:
         assert self._conn is not None
         self._delete(record.path)
         self._conn.execute(_INSERT, _values(self._role, record))
+        if self._touched is not None:
+            self._touched.add(record.path)
         if self._stat_map is not None:
             stat = (record.size, record.mtime_ns, record.status, record.indexed_ns)
             self._stat_map[record.path] = stat
@@ -1568,6 +1663,7 @@ class Store:
         self._check_lock()
         self._check_segments()
         assert self._conn is not None
+        before = (self.generation, self.generation_id)
         try:
             if not self.staged:
                 self._write_models()
@@ -1606,8 +1702,44 @@ class Store:
             os.unlink(self.directory / MANIFEST_V2)  # the migrated index has committed
         # (an older snapshot keeps reading a deleted segment through its memory map)
         self._collect_garbage(self._keep_names())
-        self._publish()
+        if compact:
+            self._base = None
+        self._publish(None if compact else self._derivation(before))
+        self._touched = set()
         return True
+
+    def _derivation(self, before: tuple[int, str]) -> tuple[Columns, set[str], list[Any]] | None:
+        """How the new snapshot gets its columns without reading the whole catalog: the
+        newest columns a snapshot read (for the generation they say) plus the files written
+        since, read now. A page that searches between a watcher's commits then costs array
+        work at its next query, not a read of every record; None after a compaction (row
+        numbers change) or when too much changed."""
+        prev, touched = self._snapshot, self._touched
+        if touched is None or any(seg.array is None for seg in self._segments):
+            self._base = None
+            return None
+        if prev is not None and prev._role == self._role:
+            with prev._lock:
+                if prev._columns is not None and (prev.generation, prev.generation_id) == before:
+                    self._base = (prev._columns, set())
+        if self._base is None:
+            return None
+        base, gone = self._base[0], self._base[1] | touched
+        if len(gone) > DERIVE_MAX_PATHS:
+            self._base = None
+            return None
+        self._base = (base, gone)
+        assert self._conn is not None
+        rows = []
+        for path in gone:
+            row = self._conn.execute(
+                "SELECT id, path, size, mtime_ns, kind, status, rows FROM files "
+                "WHERE cat = ? AND path = ?",
+                (self._role, cat.path_key(path)),
+            ).fetchone()
+            if row is not None:
+                rows.append(row)
+        return base, gone, rows
 
     def backup(self) -> None:
         """Copy the catalog to catalog.bak.db (the fallback if catalog.db is damaged): at
@@ -1683,6 +1815,7 @@ class Store:
         self._conn.execute("DELETE FROM catalogs WHERE role = ?", (REBUILD_ROLE,))
         self._role = LIVE
         self._stat_map = None
+        self._touched = None
 
     def _write_models(self) -> None:
         """models.json: the model files this index is built with, when they changed."""
@@ -1794,7 +1927,7 @@ class Store:
 
     # -- readers ------------------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def _publish(self, derive: tuple[Columns, set[str], list[Any]] | None = None) -> None:
         snap = Snapshot(
             self.generation,
             self.identity or {},
@@ -1806,6 +1939,7 @@ class Store:
             readers=self._readers if self.generation else None,
             role=self._role,
             reopen=self._reopen,
+            derive=derive,
         )
         with self._snap_lock:
             self._snapshot = snap

@@ -822,3 +822,49 @@ def test_a_reader_racing_the_first_writer_sees_no_index_not_damage(tmp_path: Pat
         put(s, "/a", 1)
         s.commit()
     assert (tmp_path / CATALOG).exists() and not (tmp_path / "catalog.db.damaged").exists()
+
+
+def _same_columns(a, b) -> None:
+    assert a.blob == b.blob and np.array_equal(a.starts, b.starts)
+    for name in ("ids", "size", "mtime_ns", "status_codes", "nrows", "live_rows", "row_file"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert list(a.kinds()) == list(b.kinds())
+
+
+def test_a_writers_next_snapshot_updates_the_columns_it_read(tmp_path: Path) -> None:
+    """After a commit, the writer's snapshot starts from the last one's arrays and the files
+    the commit wrote: the same arrays a fresh read of the catalog gives."""
+    rng = np.random.default_rng(3)
+    with open_store(tmp_path) as s:
+        for i in range(40):
+            put(s, f"/d{i % 3}/f{i:02d}", i, 1 + i % 3)
+        s.commit()
+        s.snapshot().columns()
+        for step in range(12):
+            for _ in range(int(rng.integers(1, 6))):
+                i = int(rng.integers(0, 50))
+                path, op = f"/d{i % 3}/f{i:02d}", int(rng.integers(0, 6))
+                rec = s.get(path)
+                if op == 0:
+                    put(s, path, 100 + step, 1 + int(rng.integers(0, 3)))
+                elif op == 1:
+                    s.remove(path)
+                elif op == 2 and rec is not None:
+                    s.touch(path, rec.size + 1, rec.mtime_ns)
+                elif op == 3 and rec is not None:
+                    s.extend(path, pieces(2)[1:], vec(200 + step, 1), status="ok")
+                elif op == 4:
+                    s.queue(f"/new/q{step}-{i}", 1, 1)
+                else:
+                    s.mark_failed(path, "broken", size=1, mtime_ns=2, kind="text")
+            s.commit(compact=step == 7)
+            snap = s.snapshot()
+            assert (snap._derive is not None) == (step != 7)  # (a compaction renumbers all)
+            if step % 3 == 2:
+                continue  # no search in between: the next one derives from further back
+            mine = snap.columns()
+            with open_store(tmp_path, writable=False) as r:
+                fresh = r.snapshot().columns()
+                _same_columns(mine, fresh)
+                expected = {f.path: s.vectors_of(f).astype(np.float32) for f in r.files() if f.rows}
+            check_ownership(snap, expected)
