@@ -77,6 +77,7 @@ import bisect
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import secrets
@@ -305,28 +306,27 @@ class Columns:
     def __init__(
         self,
         ids: np.ndarray,
-        keys: list[bytes],
+        blob: bytes,
+        lengths: np.ndarray,
         size: np.ndarray,
         mtime_ns: np.ndarray,
-        kinds: list[str | None],
-        statuses: list[str],
-        rows: list[bytes],
+        kind_codes: np.ndarray,
+        kind_names: tuple[str | None, ...],
+        status_codes: np.ndarray,
+        counts: np.ndarray,
+        numbers: np.ndarray,
     ) -> None:
-        n = len(keys)
+        n = len(ids)
         self.ids = ids
-        self.blob = b"\0".join(keys) + b"\0"
-        lengths = np.fromiter((len(k) + 1 for k in keys), np.int64, n)
+        self.blob = blob
         self.starts = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=self.starts[1:])
         self.size = size
         self.mtime_ns = mtime_ns
-        names: dict[str | None, int] = {}
-        self.kind_codes = np.fromiter((names.setdefault(k, len(names)) for k in kinds), np.int16, n)
-        self.kind_names: tuple[str | None, ...] = tuple(names)
-        self.status_codes = np.fromiter((STATUSES.index(s) for s in statuses), np.int8, n)
-        counts = np.fromiter((len(r) // 8 for r in rows), np.int64, n)
+        self.kind_codes = kind_codes
+        self.kind_names = kind_names
+        self.status_codes = status_codes
         self.nrows = counts.astype(np.int32)
-        numbers = np.frombuffer(b"".join(rows), dtype=cat.ROW_DTYPE)
         owner = np.repeat(np.arange(n, dtype=np.int32), counts)
         order = np.argsort(numbers, kind="stable")
         self.live_rows = numbers[order].astype(np.int64)  # matrix row i -> global row
@@ -336,9 +336,42 @@ class Columns:
         self._lock = threading.Lock()
 
     @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]], chunk: int = 65536) -> Columns:
+        """From ``files`` rows (id, path, size, mtime_ns, kind, status, rows) sorted by path,
+        taken a chunk at a time: what stays is arrays, never one object per file."""
+        keys_ = ("ids", "blob", "len", "size", "mtime", "kind", "status", "count", "numbers")
+        parts: dict[str, list[Any]] = {k: [] for k in keys_}
+        names: dict[str | None, int] = {}
+        it = iter(rows)
+        while batch := list(itertools.islice(it, chunk)):
+            ids, keys, sizes, mtimes, kinds, statuses, blobs = zip(*batch, strict=True)
+            m = len(batch)
+            parts["ids"].append(np.asarray(ids, np.int64))
+            parts["blob"].append(b"\0".join(keys) + b"\0")
+            parts["len"].append(np.fromiter((len(k) + 1 for k in keys), np.int64, m))
+            parts["size"].append(np.asarray(sizes, np.int64))
+            parts["mtime"].append(np.asarray(mtimes, np.int64))
+            parts["kind"].append(
+                np.fromiter((names.setdefault(k, len(names)) for k in kinds), np.int16, m)
+            )
+            parts["status"].append(np.fromiter((STATUSES.index(x) for x in statuses), np.int8, m))
+            parts["count"].append(np.fromiter((len(r) // 8 for r in blobs), np.int64, m))
+            parts["numbers"].append(np.frombuffer(b"".join(blobs), dtype=cat.ROW_DTYPE))
+            del batch, ids, keys, sizes, mtimes, kinds, statuses, blobs
+
+        def joined(key: str, dtype: Any) -> np.ndarray:
+            return np.concatenate(parts[key]) if parts[key] else np.zeros(0, dtype)
+
+        return cls(
+            joined("ids", np.int64), b"".join(parts["blob"]), joined("len", np.int64),
+            joined("size", np.int64), joined("mtime", np.int64), joined("kind", np.int16),
+            tuple(names), joined("status", np.int8), joined("count", np.int64),
+            joined("numbers", cat.ROW_DTYPE),
+        )  # fmt: skip
+
+    @classmethod
     def empty(cls) -> Columns:
-        return cls(np.zeros(0, np.int64), [], np.zeros(0, np.int64), np.zeros(0, np.int64),
-                   [], [], [])  # fmt: skip
+        return cls.from_rows(())
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -572,12 +605,15 @@ class Snapshot:
                         self.generation_id,
                     ):
                         self._adopt(row)  # committed again since: read that one whole
-                    result = conn.execute(
+                    cursor = conn.execute(
                         "SELECT id, path, size, mtime_ns, kind, status, rows FROM files "
                         "WHERE cat = ? ORDER BY path",
                         (self._role,),
-                    ).fetchall()
-                break
+                    )
+                    bad = [(s.start, s.start + s.rows) for s in self._segments if s.array is None]
+                    if bad:  # files whose vectors are lost are left out (the writer drops them)
+                        return Columns.from_rows(r for r in cursor if not _hits_ranges(r[6], bad))
+                    return Columns.from_rows(cursor)
             except _Retry:
                 if attempt == 2:
                     raise StoreError("the index changed while being read; try again") from None
@@ -586,16 +622,7 @@ class Snapshot:
                 return Columns.empty()
             except (sqlite3.DatabaseError, CatalogDamaged) as err:
                 raise StoreError(f"cannot read the index catalog: {err}") from err
-        bad = [(s.start, s.start + s.rows) for s in self._segments if s.array is None]
-        if bad:  # files whose vectors are lost are left out (the writer drops them)
-            result = [r for r in result if not _hits_ranges(r[6], bad)]
-        if not result:
-            return Columns.empty()
-        ids, keys, sizes, mtimes, kinds, statuses, rows = zip(*result, strict=True)
-        return Columns(
-            np.asarray(ids, np.int64), list(keys), np.asarray(sizes, np.int64),
-            np.asarray(mtimes, np.int64), list(kinds), list(statuses), list(rows),
-        )  # fmt: skip
+        return Columns.empty()  # (not reached)
 
     def _adopt(self, row: CatalogRow) -> None:
         assert self._reopen is not None

@@ -794,10 +794,8 @@ def test_columns_filter_paths_without_a_python_string_per_file() -> None:
     kinds = {"/a/\u2126x": "text", "/a/\u023ay": "pdf", "/b/Readme.TXT": None,
              "/b/c\udce9": "text", "/c/d": "image", "/bb/e": "pdf"}  # fmt: skip
     keys = sorted(p.encode("utf-8", "surrogateescape") for p in kinds)
-    n = len(keys)
     kind = [kinds[k.decode("utf-8", "surrogateescape")] for k in keys]
-    cols = Columns(np.arange(n), keys, np.zeros(n, np.int64), np.zeros(n, np.int64), kind,
-                   ["ok"] * n, [b""] * n)  # fmt: skip
+    cols = Columns.from_rows([(i, k, 0, 0, kind[i], "ok", b"") for i, k in enumerate(keys)])
 
     def names(idx) -> list[str]:
         return [cols.path(int(i)) for i in idx]
