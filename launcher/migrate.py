@@ -22,6 +22,7 @@ import numpy as np
 from . import catalog as cat
 from .errors import StoreError
 from .store import (
+    _INSERT,
     FORMAT,
     MANIFEST,
     MANIFEST_PREV,
@@ -74,7 +75,7 @@ def migrate(directory: Path) -> str | None:
         for old in (live, rebuild):
             if old is None:
                 continue
-            conn.executemany(cat_insert(), (_values(old.row.role, r) for r in old.files))
+            conn.executemany(_INSERT, (_values(old.row.role, r) for r in old.files))
             live_rows = sum(len(r.rows) for r in old.files)
             row = replace(old.row, files=len(old.files), live_rows=live_rows)
             cat.write_catalog(conn, row, 0)
@@ -91,12 +92,6 @@ def migrate(directory: Path) -> str | None:
     if live.dropped:
         notes.append(f"{live.dropped} file(s) whose vectors were lost will be indexed again")
     return "; ".join(notes) if notes else None
-
-
-def cat_insert() -> str:
-    from .store import _INSERT
-
-    return _INSERT
 
 
 def _read(directory: Path, names: tuple[str, str], role: str, problems: list[str]) -> _Old | None:
