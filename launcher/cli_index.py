@@ -330,7 +330,10 @@ def _open_existing(args: argparse.Namespace, *, writable: bool) -> Any:
     if not index_exists(folder):
         return None
     wait = _lock_waiter() if writable else None
-    return Store.open(folder, identity=None, dims=None, writable=writable, wait=wait)
+    store = Store.open(folder, identity=None, dims=None, writable=writable, wait=wait)
+    if store.recovered:  # (a damaged catalog restored, an old index converted)
+        print(f"launcher: warning: {store.recovered}", file=sys.stderr)
+    return store
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -391,35 +394,39 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _info(store: Any) -> dict[str, Any]:
     import dataclasses
 
-    from .store import REBUILD, read_models
+    import numpy as np
+
+    from .store import REBUILD, STATUSES, read_models
 
     snap = store.snapshot()
+    cols = snap.columns()  # per-file arrays: no record is built for counting
     kinds: dict[str, int] = {}
     vectors_by_kind: dict[str, int] = {}
+    queued_code = STATUSES.index("queued")
+    names = [k or "unknown" for k in cols.kind_names]
+    counted = cols.status_codes != queued_code  # queued: not read yet, its kind is unknown
+    for code in np.unique(cols.kind_codes[counted]):
+        these = counted & (cols.kind_codes == code)
+        kind = names[int(code)]
+        kinds[kind] = kinds.get(kind, 0) + int(np.count_nonzero(these))
+        vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + int(cols.nrows[these].sum())
+    queued = cols.status_count("queued")
     errors = []
     skipped = []
-    pending = 0
-    queued = 0
-    for rec in snap.files:
-        if rec.status == "queued":  # not read yet: its kind is not known
-            queued += 1
-            continue
-        kind = rec.kind or "unknown"
-        kinds[kind] = kinds.get(kind, 0) + 1
-        vectors_by_kind[kind] = vectors_by_kind.get(kind, 0) + len(rec.rows)
-        if rec.status == "failed":
-            errors.append({"path": rec.path, "reason": rec.reason or "unknown"})
-        elif rec.reason:  # indexed by name only: a format that is not read
-            skipped.append({"path": rec.path, "reason": rec.reason})
-        elif rec.status == "pending_chunks":
-            pending += 1
+    pending = cols.status_count("pending_chunks")
+    for path, status, reason in snap.reasons():
+        if status == "failed":
+            errors.append({"path": path, "reason": reason or "unknown"})
+        elif status != "queued":  # indexed by name only: a format that is not read
+            skipped.append({"path": path, "reason": reason})
+            pending -= status == "pending_chunks"
     size = sum(f.stat().st_size for f in store.directory.iterdir() if f.is_file())
     return {
         "index": str(store.directory),
         "exists": True,
         "generation": snap.generation,
         "roots": list(snap.roots),
-        "files": len(snap.files),
+        "files": len(cols),
         "vectors": len(snap),
         "kinds": kinds,
         "vectors_by_kind": vectors_by_kind,
@@ -453,12 +460,12 @@ def cmd_remove(args: argparse.Namespace) -> int:
         prefix = target.rstrip(os.sep) + os.sep
         others = tuple(r.rstrip(os.sep) + os.sep for r in store.roots)
         gone = []
-        for rec in list(store.files()):
-            inside = rec.path == target or rec.path.startswith(prefix)
-            kept = any(rec.path.startswith(o) or rec.path == o[:-1] for o in others)
+        for path in store.paths():
+            inside = path == target or path.startswith(prefix)
+            kept = any(path.startswith(o) or path == o[:-1] for o in others)
             if inside and not kept:
-                store.remove(rec.path)
-                gone.append(rec.path)
+                store.remove(path)
+                gone.append(path)
         with contextlib.suppress(FullTextUnavailable), FullText.open(store.directory) as text:
             text.remove(gone)  # before the store forgets them (see Indexer._drop_words)
         store.commit()

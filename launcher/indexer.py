@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ENGINE_UNAVAILABLE, EngineUnavailable, InputError
+from .errors import ENGINE_UNAVAILABLE, EngineUnavailable, InputError, StoreError
 from .extract import (
     TOO_SLOW,
     Budget,
@@ -263,6 +263,10 @@ class Indexer:
             self.store.finish_rebuild()  # the rebuilt index replaces the old one now
         else:
             self.store.commit()
+        try:
+            self.store.backup()  # the fallback if the catalog is damaged later
+        except StoreError as err:  # all is committed; only the fallback copy is older
+            log.warning("%s", err)
         self.on_progress(Progress("done", report.files, report.files))
         return report
 
@@ -288,10 +292,10 @@ class Indexer:
             self.store.seen(item.path)
             if self.text is not None and text_sigs.get(item.path) != (item.size, item.mtime_ns):
                 words.append(item)
-            known = self.store.unchanged(item.path, item.size, item.mtime_ns)
-            if known is not None and not self._retry(known):
+            known = self.store.unchanged_status(item.path, item.size, item.mtime_ns)
+            if known is not None and not (known == "failed" and self._retry_failed_file(item.path)):
                 report.unchanged += 1
-                if known.status == "pending_chunks":
+                if known == "pending_chunks":
                     pending_chunks.append(item.path)
                 continue
             jobs.append(_Job(item, is_new=self._is_new(item.path)))
@@ -321,7 +325,7 @@ class Indexer:
                 removed=report.removed,
                 problems=len(report.skipped),
                 interrupted=report.interrupted,
-                queued=sum(1 for r in self.store.files() if r.status == "queued"),
+                queued=self.store.count("queued"),
             )
         )
 
@@ -347,10 +351,10 @@ class Indexer:
                 elif not os.path.isfile(path):
                     # maybe a removed folder: it takes everything indexed under it
                     prefix = path.rstrip(os.sep) + os.sep
-                    for rec in list(self.store.files()):
-                        if rec.path.startswith(prefix) and not os.path.lexists(rec.path):
-                            self._drop_words([rec.path])
-                            self.store.remove(rec.path)
+                    for known_path in self.store.paths():
+                        if known_path.startswith(prefix) and not os.path.lexists(known_path):
+                            self._drop_words([known_path])
+                            self.store.remove(known_path)
                             report.removed += 1
                 continue
             report.files += 1
@@ -368,6 +372,12 @@ class Indexer:
         report.seconds = time.monotonic() - started
         self.store.commit()
         return report
+
+    def _retry_failed_file(self, path: str) -> bool:
+        """``_retry`` for a file the walk found unchanged with status failed (its record is
+        read only then: failures are few)."""
+        rec = self.store.get(path)
+        return rec is not None and self._retry(rec)
 
     def _retry(self, rec: FileRecord) -> bool:
         """A failed file to try again: all of them with ``--retry-failed``; without, those
@@ -462,7 +472,8 @@ class Indexer:
         or a store fallen back to its previous generation). Not while rebuilding: the text
         then also serves the live index, whose files the rebuild has not reached yet."""
         if not self.store.staged:
-            gone = [p for p in text_sigs if self.store.get(p) is None]
+            known = set(self.store.paths())  # (one query, not one per file)
+            gone = [p for p in text_sigs if p not in known]
             self._drop_words(gone)
             for path in gone:  # their text is gone: a file back at that path needs words
                 del text_sigs[path]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from .fulltext import FullText, Term, TextFilter, TextHit, TextQuery, parse_quer
 from .indexed import open_indexed, unchanged
 from .inputs import EmbedInput, RerankDoc
 from .query import KIND_GROUPS, Hit, IndexStatus, Query, Results
-from .store import FileRecord, RowRef, Snapshot
+from .store import Columns, FileRecord, Snapshot
 from .walk import IndexSettings
 
 log = logging.getLogger("launcher")
@@ -56,37 +56,6 @@ def query_instruction(query: Query) -> str:
     return QUERY_INSTRUCTION
 
 
-@dataclass(frozen=True)
-class _Tables:
-    """Per-snapshot arrays for filtering and folding (built once per generation)."""
-
-    generation: tuple[int, str]  # (number, id): numbers start again in a new index folder
-    files: tuple[FileRecord, ...]
-    row_file: np.ndarray  # row -> index into files
-    row_ref: tuple[RowRef, ...]
-    kinds: np.ndarray  # per file
-    mtimes: np.ndarray  # per file, seconds
-    paths_lower: tuple[str, ...]
-    index: dict[str, int]  # path -> index into files
-
-
-def _tables(snap: Snapshot) -> _Tables:
-    files = snap.files
-    index = {rec.path: i for i, rec in enumerate(files)}
-    owners = snap.owners()
-    row_file = np.fromiter((index[rec.path] for rec, _ in owners), np.int64, len(owners))
-    return _Tables(
-        generation=(snap.generation, snap.generation_id),
-        files=files,
-        row_file=row_file,
-        row_ref=tuple(ref for _, ref in owners),
-        kinds=np.array([rec.kind or "" for rec in files], dtype=object),
-        mtimes=np.array([rec.mtime_ns / 1e9 for rec in files], dtype=np.float64),
-        paths_lower=tuple(rec.path.lower() for rec in files),
-        index=index,
-    )
-
-
 class Searcher:
     """Answers ``Query`` objects against the newest committed snapshot of the index."""
 
@@ -104,7 +73,6 @@ class Searcher:
         self._snapshot = snapshot
         self._embedder = embedder
         self._reranker = reranker
-        self._tables: _Tables | None = None
         self._lock = threading.Lock()
         self._qcache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._text_cache: OrderedDict[tuple[str, int], str | None] = OrderedDict()
@@ -151,15 +119,9 @@ class Searcher:
         found (capped: the meaning ranking looks at ``max(top, SHORTLIST)`` files, words at
         ``TEXT_CANDIDATES``)."""
         snap = self._snapshot()
-        if not snap.files or (not query.text.strip() and query.image is None):
+        if not snap.file_count or (not query.text.strip() and query.image is None):
             return Results()
-        tables = self._tables
-        if (
-            tables is None
-            or tables.generation != (snap.generation, snap.generation_id)
-            or len(tables.files) != len(snap.files)
-        ):
-            tables = self._tables = _tables(snap)
+        tables = snap.columns()
         allowed = self._file_mask(tables, query)
         want = max(query.top, SHORTLIST)
         qvec = np.zeros(0, np.float32)
@@ -178,7 +140,7 @@ class Searcher:
         if text is not None:
             exact = self._exact_words(text, query, parsed, tables, allowed)
         else:
-            exact = self._exact(query.text, tables, best, allowed)
+            exact = self._exact(query.text, snap, best, allowed)
         fused: dict[int, float] = {}
         for ranking in (best, words):
             for rank, fi in enumerate(ranking):
@@ -196,14 +158,14 @@ class Searcher:
             if fi in best:
                 row, score = best[fi]
             else:  # found by words or an exact match only
-                row, score = self._file_best(snap, scores, tables, fi, qvec)
+                row, score = self._file_best(snap, scores, fi, qvec)
             is_exact = fi in exact
             if not is_exact and fi not in words and score < query.min_score:
                 continue
             line = exact.get(fi)
             if line is not None:  # show where the text is, not the nearest meaning
-                row = self._row_for_line(tables, fi, line) or row
-            hit = self._hit(tables, fi, row, score, is_exact, query.text)
+                row = self._row_for_line(snap, fi, line) or row
+            hit = self._hit(snap, fi, row, score, is_exact, query.text)
             piece = text.piece(hit.path, parsed) if text is not None and fi in words else None
             hits.append(replace(
                 _with_piece(hit, piece),
@@ -226,23 +188,22 @@ class Searcher:
         text: FullText | None,
         parsed: TextQuery,
         query: Query,
-        tables: _Tables,
+        tables: Columns,
         allowed: np.ndarray,
     ) -> dict[int, TextHit]:
         """Files that have every word of the query, best BM25 first (file index -> hit)."""
         if text is None or not parsed:
             return {}
-        index = tables.index
         found: dict[int, TextHit] = {}
         for hit in text.search(parsed, limit=TEXT_CANDIDATES, where=_text_filter(query)):
-            fi = index.get(hit.path)
+            fi = tables.find(hit.path)
             # The text index may hold a file the vector index has just dropped: skip it.
             if fi is not None and allowed[fi]:
                 found[fi] = hit
         return found
 
     def _excluded(
-        self, text: FullText | None, parsed: TextQuery, query: Query, tables: _Tables
+        self, text: FullText | None, parsed: TextQuery, query: Query, tables: Columns
     ) -> set[int]:
         """Files with any ``-excluded`` word: left out whatever found them."""
         out: set[int] = set()
@@ -251,7 +212,7 @@ class Searcher:
         for term in parsed.negative:
             wanted = TextQuery((Term(term.text, phrase=term.phrase),))
             for hit in text.search(wanted, limit=1_000_000, where=_text_filter(query)):
-                fi = tables.index.get(hit.path)
+                fi = tables.find(hit.path)
                 if fi is not None:
                     out.add(fi)
         return out
@@ -261,7 +222,7 @@ class Searcher:
         text: FullText,
         query: Query,
         parsed: TextQuery,
-        tables: _Tables,
+        tables: Columns,
         allowed: np.ndarray,
     ) -> dict[int, int | None]:
         """Files with the whole query as typed: as a phrase in their text, or inside their
@@ -270,33 +231,35 @@ class Searcher:
         if len(needle) < EXACT_MIN_CHARS or parsed.negative or any(t.phrase for t in parsed.terms):
             return {}
         found: dict[int, int | None] = {
-            i: None for i, p in enumerate(tables.paths_lower) if needle in p and allowed[i]
+            int(i): None for i in tables.containing(needle) if allowed[i]
         }
         phrase = TextQuery((Term(" ".join(t.text for t in parsed.terms), phrase=True),))
         for hit in text.search(phrase, limit=TEXT_CANDIDATES, where=_text_filter(query)):
-            fi = tables.index.get(hit.path)
+            fi = tables.find(hit.path)
             if fi is not None and allowed[fi]:
                 found.setdefault(fi, None)
         return found
 
-    def _file_mask(self, tables: _Tables, query: Query) -> np.ndarray:
-        mask = np.ones(len(tables.files), dtype=bool)
+    def _file_mask(self, tables: Columns, query: Query) -> np.ndarray:
+        mask = np.ones(len(tables), dtype=bool)
         if query.kinds:
             wanted: set[str] = set()
             for k in query.kinds:
                 wanted |= KIND_GROUPS.get(k, {k})
-            mask &= np.isin(tables.kinds, sorted(wanted))
+            mask &= tables.kind_mask(wanted)
         if query.folder is not None:
             folder = os.path.abspath(os.path.expanduser(str(query.folder))).rstrip(os.sep) + os.sep
-            mask &= np.array([p.startswith(folder) for p in (f.path for f in tables.files)])
-        if query.modified_after is not None:
-            mask &= tables.mtimes >= query.modified_after.timestamp()
-        if query.modified_before is not None:
-            mask &= tables.mtimes <= query.modified_before.timestamp()
+            mask &= tables.under(folder)
+        if query.modified_after is not None or query.modified_before is not None:
+            mtimes = tables.mtime_ns / 1e9
+            if query.modified_after is not None:
+                mask &= mtimes >= query.modified_after.timestamp()
+            if query.modified_before is not None:
+                mask &= mtimes <= query.modified_before.timestamp()
         return mask
 
     @staticmethod
-    def _fold(scores: np.ndarray, tables: _Tables, want: int) -> dict[int, tuple[int, float]]:
+    def _fold(scores: np.ndarray, tables: Columns, want: int) -> dict[int, tuple[int, float]]:
         """Best row per file for the ``want`` best files (argpartition, widened as needed)."""
         n = scores.shape[0]
         k = min(n, want * 4)
@@ -319,11 +282,11 @@ class Searcher:
 
     @staticmethod
     def _file_best(
-        snap: Snapshot, scores: np.ndarray, tables: _Tables, fi: int, qvec: np.ndarray
+        snap: Snapshot, scores: np.ndarray, fi: int, qvec: np.ndarray
     ) -> tuple[int, float]:
         """File ``fi``'s best row and its cosine; (-1, 0.0) for a file without vectors. Rows
         the first pass of a large index left out (-inf) are scored exactly here."""
-        rows = np.nonzero(tables.row_file == fi)[0]
+        rows = snap.columns().matrix_rows_of(fi)
         if rows.size == 0:
             return -1, 0.0
         sims = scores[rows]
@@ -335,7 +298,7 @@ class Searcher:
     def _exact(
         self,
         text: str,
-        tables: _Tables,
+        snap: Snapshot,
         shortlist: dict[int, tuple[int, float]],
         allowed: np.ndarray,
     ) -> dict[int, int | None]:
@@ -345,10 +308,10 @@ class Searcher:
         if len(needle) < EXACT_MIN_CHARS:
             return {}
         found: dict[int, int | None] = {
-            i: None for i, p in enumerate(tables.paths_lower) if needle in p and allowed[i]
+            int(i): None for i in snap.columns().containing(needle) if allowed[i]
         }
         for fi in list(shortlist)[:SHORTLIST]:
-            rec = tables.files[fi]
+            rec = snap.record(fi)
             content = self._file_text(rec)
             if content is not None:
                 pos = content.lower().find(needle)
@@ -362,10 +325,10 @@ class Searcher:
         return found
 
     @staticmethod
-    def _row_for_line(tables: _Tables, fi: int, line: int) -> int | None:
+    def _row_for_line(snap: Snapshot, fi: int, line: int) -> int | None:
         """The chunk row of file ``fi`` whose line range holds ``line``."""
-        for row in np.nonzero(tables.row_file == fi)[0]:
-            loc = tables.row_ref[int(row)].locator
+        for row in snap.columns().matrix_rows_of(fi):
+            loc = snap.row_owner(int(row))[1].locator
             if loc.line_start is not None and loc.line_start <= line <= (loc.line_end or 0):
                 return int(row)
         return None
@@ -395,9 +358,9 @@ class Searcher:
             self._text_bytes -= len(old or "")
         return text
 
-    def _hit(self, tables: _Tables, fi: int, row: int, score: float, exact: bool, text: str) -> Hit:
-        rec = tables.files[fi]
-        ref = tables.row_ref[row] if row >= 0 else None
+    def _hit(self, snap: Snapshot, fi: int, row: int, score: float, exact: bool, text: str) -> Hit:
+        rec = snap.record(fi)
+        ref = snap.row_owner(row)[1] if row >= 0 else None
         loc = ref.locator if ref is not None and ref.role == "chunk" else None
         snippet = self.snippet(rec, loc, text)
         return Hit(
@@ -505,11 +468,12 @@ class Searcher:
     # -- status -----------------------------------------------------------------------
 
     def status(self) -> IndexStatus:
-        snap = self._snapshot()
-        files = snap.files
-        n = Counter(f.status for f in files)
+        cols = self._snapshot().columns()
         return IndexStatus(
-            files=len(files), pending=n["pending_chunks"], failed=n["failed"], queued=n["queued"]
+            files=len(cols),
+            pending=cols.status_count("pending_chunks"),
+            failed=cols.status_count("failed"),
+            queued=cols.status_count("queued"),
         )
 
 

@@ -21,6 +21,7 @@ from launcher import extract as extract_mod
 from launcher import paths
 from launcher.app import App
 from launcher.cli import main
+from launcher.errors import StoreError
 from launcher.extract import extract, sniff
 from launcher.sample import make_pdf
 from launcher.service import LocalService
@@ -374,11 +375,13 @@ def _pdf_tree(root: Path) -> None:
 
 
 def _embedding_started() -> bool:
-    try:
-        files = json.loads((default_dir() / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError):  # not there yet, or replaced while read
+    if not (default_dir() / MANIFEST).exists():
         return False
-    return any(f.get("status", "ok") != "queued" for f in files)
+    try:
+        with Store.open(default_dir(), identity=None, dims=None, writable=False) as store:
+            return any(rec.status != "queued" for rec in store.files())
+    except StoreError:  # (not there yet)
+        return False
 
 
 @pytest.mark.parametrize("make_tree", [_text_tree, _picture_tree, _pdf_tree])

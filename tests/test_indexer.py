@@ -185,20 +185,26 @@ def test_remove_and_clear(models_env, tmp_path, capsys):
     assert run_json(capsys, "info")["exists"] is False
 
 
-def test_damaged_manifest_falls_back_to_the_previous_generation(models_env, tmp_path, capsys):
+def test_damaged_catalog_falls_back_to_the_copy_of_the_last_run(models_env, tmp_path, capsys):
     root = tmp_path / "tree"
     root.mkdir()
     (root / "a.txt").write_text("alpha")
-    run_json(capsys, "index", str(root))
+    run_json(capsys, "index", str(root))  # ends with a copy of the catalog
+    with Store.open(default_dir(), identity=None, dims=None) as store:
+        store.queue(str(root / "later.txt"), 1, 1)  # committed after the copy
+        store.commit()
+    (default_dir() / "catalog.db").write_bytes(b"garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        (default_dir() / f"catalog.db{suffix}").unlink(missing_ok=True)
+    capsys.readouterr()
+    assert main(["info", "--json"]) == 0  # restored by the first command that opens it
+    out, err = capsys.readouterr()
+    assert "copy made at the end of the last run" in err
+    info = json.loads(out)
+    assert (info["files"], info["queued"], info["vectors"]) == (1, 0, 1)
     (root / "b.txt").write_text("beta")
-    run_json(capsys, "index")
-    (default_dir() / MANIFEST).write_text('{"truncated')
-    info = run_json(capsys, "info")
-    # the generation before loads instead of an empty index: the second run's first
-    # commit, with b.txt found by name but not embedded yet
-    assert (info["files"], info["queued"], info["vectors"]) == (2, 1, 1)
     report = run_json(capsys, "index")
-    assert report["added"] == 1
+    assert report["added"] == 1 and report["unchanged"] == 1
     info = run_json(capsys, "info")
     assert (info["files"], info["queued"], info["vectors"]) == (2, 0, 2)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -12,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from launcher.catalog import CATALOG
 from launcher.errors import InputError, StoreError
 from launcher.extract import Locator, Piece
 from launcher.store import (
     FORMAT_VERSION,
     MANIFEST,
-    MANIFEST_PREV,
     FileRecord,
     RunStats,
     Store,
@@ -191,62 +192,109 @@ def _two_generations(d: Path) -> None:
         s.commit()
 
 
-def test_truncated_manifest_falls_back_to_previous_generation(tmp_path: Path) -> None:
+def test_damaged_manifest_is_rewritten_from_the_catalog(tmp_path: Path) -> None:
+    """manifest.json is a mirror: catalog.db is the truth."""
     d = tmp_path / "index"
     _two_generations(d)
     raw = (d / MANIFEST).read_bytes()
     (d / MANIFEST).write_bytes(raw[: len(raw) // 2])
+    with open_store(d, writable=False) as r:
+        assert r.generation == 2 and sorted(f.path for f in r.files()) == ["/a", "/b"]
+    with open_store(d) as s:
+        assert s.generation == 2 and s.recovered is None
+        check_ownership(s.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
+    assert json.loads((d / MANIFEST).read_text())["generation"] == 2
+
+
+def test_kill_between_catalog_commit_and_manifest_write(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        s.commit()
+        behind = (d / MANIFEST).read_bytes()
+        put(s, "/b", 2)
+        s.commit()
+    (d / MANIFEST).write_bytes(behind)  # the catalog committed generation 2, the mirror not
+    with open_store(d, writable=False) as r:
+        assert r.generation == 2 and len(r) == 2
+    with open_store(d) as s:  # a writer puts the mirror right
+        assert s.generation == 2 and len(s) == 2
+    manifest = json.loads((d / MANIFEST).read_text())
+    assert manifest["generation"] == 2 and manifest["file_count"] == 2
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"this is not a database" * 300)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def test_damaged_catalog_falls_back_to_the_backup_copy(tmp_path: Path) -> None:
+    d = tmp_path / "index"
+    with open_store(d) as s:
+        put(s, "/a", 1)
+        s.commit()
+        s.backup()  # (the end of a run)
+        put(s, "/b", 2)
+        s.commit()
+    _garble(d / CATALOG)
     with open_store(d) as s:
         assert s.generation == 1 and [r.path for r in s.files()] == ["/a"]
-        assert "manifest.json" in s.recovered and "previous generation (1)" in s.recovered
+        assert "catalog.db" in s.recovered and "copy made at the end of the last run" in s.recovered
         check_ownership(s.snapshot(), {"/a": vec(1, 2)})
-        assert (d / "manifest.json.damaged").exists()
+        assert (d / "catalog.db.damaged").exists()
         put(s, "/c", 3)
-        s.commit()  # the next commit goes on from the good generation
+        s.commit()  # goes on from the copy
     with open_store(d) as s:
         assert s.recovered is None and sorted(r.path for r in s.files()) == ["/a", "/c"]
         check_ownership(s.snapshot(), {"/a": vec(1, 2), "/c": vec(3, 2)})
 
 
-def test_missing_manifest_after_crash_in_the_rename_window(tmp_path: Path) -> None:
+def test_missing_catalog_is_restored_from_the_backup(tmp_path: Path) -> None:
     d = tmp_path / "index"
-    _two_generations(d)
-    os.replace(d / MANIFEST, d / MANIFEST_PREV)  # current moved to prev, new not yet in
     with open_store(d) as s:
-        assert s.generation == 2 and len(s) == 2
+        put(s, "/a", 1)
+        s.commit()
+        s.backup()
+    for name in (CATALOG, CATALOG + "-wal", CATALOG + "-shm"):
+        (d / name).unlink(missing_ok=True)
+    with open_store(d, writable=False) as r:  # restored under the lock, by the first opener
+        assert [f.path for f in r.files()] == ["/a"]
+        check_ownership(r.snapshot(), {"/a": vec(1, 2)})
 
 
-def test_corrupt_newest_segment_falls_back(tmp_path: Path) -> None:
+def test_corrupt_newest_segment_drops_only_its_files(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
     newest = seg_files(d)[-1]
     data = (d / newest).read_bytes()
     (d / newest).write_bytes(data[: len(data) - 20])  # truncated
+    with open_store(d, writable=False) as r:
+        assert newest in r.recovered
+        check_ownership(r.snapshot(), {"/a": vec(1, 2)})
     with open_store(d) as s:
-        assert s.generation == 1 and [r.path for r in s.files()] == ["/a"]
-        assert newest in s.recovered
+        assert [r.path for r in s.files()] == ["/a"]  # /b is indexed again by the next run
+        assert newest in s.recovered and "1 file(s)" in s.recovered
         check_ownership(s.snapshot(), {"/a": vec(1, 2)})
         put(s, "/c", 3)
         s.commit()
-    # The damaged generation did not become the fallback: the good one did.
-    assert json.loads((d / MANIFEST_PREV).read_text())["generation"] == 1
     with open_store(d) as s:
         assert s.recovered is None and sorted(r.path for r in s.files()) == ["/a", "/c"]
 
 
-def test_garbled_npy_header_falls_back(tmp_path: Path) -> None:
+def test_garbled_npy_header_drops_its_files(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
     newest = seg_files(d)[-1]
     (d / newest).write_bytes(b"\x93NUMPY garbage" * 10)
     with open_store(d) as s:
-        assert s.generation == 1
+        assert [r.path for r in s.files()] == ["/a"] and newest in s.recovered
 
 
 def test_damaged_shared_segment_is_salvaged_not_emptied(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
-    oldest = seg_files(d)[0]  # named by both generations: fallback cannot help
+    oldest = seg_files(d)[0]
     (d / oldest).unlink()
     with open_store(d) as s:
         assert [r.path for r in s.files()] == ["/b"]  # /a lost its vectors: re-index it
@@ -262,9 +310,11 @@ def test_damaged_shared_segment_is_salvaged_not_emptied(tmp_path: Path) -> None:
 def test_nothing_recoverable_is_an_error_not_an_empty_index(tmp_path: Path) -> None:
     d = tmp_path / "index"
     _two_generations(d)
-    (d / MANIFEST).write_text("{not json")
-    (d / MANIFEST_PREV).write_text("[]")
-    with pytest.raises(StoreError, match="damaged and no earlier generation"):
+    _garble(d / CATALOG)
+    with pytest.raises(StoreError, match="damaged and no earlier copy"):
+        open_store(d, writable=False)
+    assert not (d / CATALOG).exists()  # set aside as catalog.db.damaged: still nothing
+    with pytest.raises(StoreError, match="damaged and no earlier copy"):
         open_store(d, writable=False)
 
 
@@ -276,32 +326,18 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     (d / MANIFEST).write_text(json.dumps(data))
     with pytest.raises(StoreError, match="newer"):
         open_store(d)
-
-
-def test_version_1_index_is_read_and_migrated_on_commit(tmp_path: Path) -> None:
-    """Version 2 only added the "queued" status: a version-1 manifest loads as it is and
-    is written as version 2 by the next commit; version 0 does not exist and is refused."""
-    d = tmp_path / "index"
-    _two_generations(d)
-    data = json.loads((d / MANIFEST).read_text())
-    data["version"] = 1
-    (d / MANIFEST).write_text(json.dumps(data))
-    with open_store(d) as s:
-        assert s.recovered is None
-        check_ownership(s.snapshot(), {"/a": vec(1, 2), "/b": vec(2, 2)})
-        s.queue("/c", size=3, mtime_ns=4)
-        s.commit()
-    assert json.loads((d / MANIFEST).read_text())["version"] == FORMAT_VERSION == 2
-    with open_store(d) as s:
-        rec = s.get("/c")
-        assert rec is not None and rec.status == "queued" and rec.rows == ()
-        assert s.unchanged("/c", 3, 4) is None  # never embedded: never skipped
-    data = json.loads((d / MANIFEST).read_text())
     data["version"] = 0
     (d / MANIFEST).write_text(json.dumps(data))
-    (d / MANIFEST_PREV).unlink()
     with pytest.raises(StoreError, match="old format 0"):
         open_store(d)
+    data["version"] = FORMAT_VERSION
+    (d / MANIFEST).write_text(json.dumps(data))
+    conn = sqlite3.connect(d / CATALOG)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(d)
+    assert FORMAT_VERSION == 3
 
 
 def test_identity_mismatch_and_rebuild(tmp_path: Path) -> None:
@@ -320,8 +356,8 @@ def test_identity_mismatch_and_rebuild(tmp_path: Path) -> None:
         s.finish_rebuild()
     with open_store(d, identity=other) as s:
         assert [r.path for r in s.files()] == ["/new"]
-        s.commit(compact=True)  # keeps one previous generation, drops the older
-    assert len(seg_files(d)) == 2
+        s.commit(compact=True)  # nothing names the older segments any more
+    assert len(seg_files(d)) == 1
     with pytest.raises(StoreError, match="another model"):
         open_store(d)
 
@@ -731,3 +767,102 @@ def test_models_json_remembers_the_live_index_model_files(tmp_path: Path) -> Non
         assert read_models(tmp_path)["model"] == "/m/a.gguf"  # not before the swap
         s.finish_rebuild()
     assert read_models(tmp_path)["model"] == "/m/b.gguf"
+
+
+def test_unchanged_status_map_follows_this_writers_changes(tmp_path: Path) -> None:
+    old = time.time_ns() - 10**10  # (an mtime well before indexing: not "racy")
+    with open_store(tmp_path) as s:
+        put(s, "/a", 1, mtime_ns=old)
+        s.queue("/q", 1, old)
+        s.commit()
+        s.begin_sweep()
+        assert s.unchanged_status("/a", 10, old) == "ok"
+        assert s.unchanged_status("/a", 11, old) is None  # another size
+        assert s.unchanged_status("/q", 1, old) is None  # queued: never skipped
+        s.mark_failed("/a", "broken", size=12, mtime_ns=old)
+        assert s.unchanged_status("/a", 12, old) == "failed"
+        s.remove("/a")
+        assert s.unchanged_status("/a", 12, old) is None
+        assert s.sweep() == ["/q"]  # not seen by this run: removed
+
+
+def test_columns_filter_paths_without_a_python_string_per_file() -> None:
+    """Substring, folder and exact lookups over the one-blob path column, including case
+    changes that alter a path's byte length and undecodable bytes."""
+    from launcher.store import Columns
+
+    kinds = {"/a/\u2126x": "text", "/a/\u023ay": "pdf", "/b/Readme.TXT": None,
+             "/b/c\udce9": "text", "/c/d": "image", "/bb/e": "pdf"}  # fmt: skip
+    keys = sorted(p.encode("utf-8", "surrogateescape") for p in kinds)
+    kind = [kinds[k.decode("utf-8", "surrogateescape")] for k in keys]
+    cols = Columns.from_rows([(i, k, 0, 0, kind[i], "ok", b"") for i, k in enumerate(keys)])
+
+    def names(idx) -> list[str]:
+        return [cols.path(int(i)) for i in idx]
+
+    assert names(cols.containing("\u03c9x")) == ["/a/\u2126x"]  # Ω (3 bytes) -> ω (2)
+    assert names(cols.containing("\u2c65y")) == ["/a/\u023ay"]  # Ⱥ (2 bytes) -> ⱥ (3)
+    assert names(cols.containing("readme.txt")) == ["/b/Readme.TXT"]
+    assert names(np.flatnonzero(cols.under("/b/"))) == ["/b/Readme.TXT", "/b/c\udce9"]
+    assert cols.find("/b/c\udce9") == keys.index(b"/b/c\xe9")
+    assert cols.find("/b") is None and cols.find("/zz") is None
+    assert sorted(names(np.flatnonzero(cols.kind_mask({"pdf"})))) == ["/a/\u023ay", "/bb/e"]
+
+
+def test_a_reader_racing_the_first_writer_sees_no_index_not_damage(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / CATALOG).touch()  # the writer has created the file, not its tables yet
+    with open_store(tmp_path, writable=False) as r:
+        assert len(r) == 0 and r.recovered is None and r.snapshot().file_count == 0
+    with open_store(tmp_path) as s:  # (nor a first open that has not committed)
+        with open_store(tmp_path, writable=False) as r:
+            assert len(r) == 0 and r.recovered is None
+        put(s, "/a", 1)
+        s.commit()
+    assert (tmp_path / CATALOG).exists() and not (tmp_path / "catalog.db.damaged").exists()
+
+
+def _same_columns(a, b) -> None:
+    assert a.blob == b.blob and np.array_equal(a.starts, b.starts)
+    for name in ("ids", "size", "mtime_ns", "status_codes", "nrows", "live_rows", "row_file"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert list(a.kinds()) == list(b.kinds())
+
+
+def test_a_writers_next_snapshot_updates_the_columns_it_read(tmp_path: Path) -> None:
+    """After a commit, the writer's snapshot starts from the last one's arrays and the files
+    the commit wrote: the same arrays a fresh read of the catalog gives."""
+    rng = np.random.default_rng(3)
+    with open_store(tmp_path) as s:
+        for i in range(40):
+            put(s, f"/d{i % 3}/f{i:02d}", i, 1 + i % 3)
+        s.commit()
+        s.snapshot().columns()
+        for step in range(12):
+            for _ in range(int(rng.integers(1, 6))):
+                i = int(rng.integers(0, 50))
+                path, op = f"/d{i % 3}/f{i:02d}", int(rng.integers(0, 6))
+                rec = s.get(path)
+                if op == 0:
+                    put(s, path, 100 + step, 1 + int(rng.integers(0, 3)))
+                elif op == 1:
+                    s.remove(path)
+                elif op == 2 and rec is not None:
+                    s.touch(path, rec.size + 1, rec.mtime_ns)
+                elif op == 3 and rec is not None:
+                    s.extend(path, pieces(2)[1:], vec(200 + step, 1), status="ok")
+                elif op == 4:
+                    s.queue(f"/new/q{step}-{i}", 1, 1)
+                else:
+                    s.mark_failed(path, "broken", size=1, mtime_ns=2, kind="text")
+            s.commit(compact=step == 7)
+            snap = s.snapshot()
+            assert (snap._derive is not None) == (step != 7)  # (a compaction renumbers all)
+            if step % 3 == 2:
+                continue  # no search in between: the next one derives from further back
+            mine = snap.columns()
+            with open_store(tmp_path, writable=False) as r:
+                fresh = r.snapshot().columns()
+                _same_columns(mine, fresh)
+                expected = {f.path: s.vectors_of(f).astype(np.float32) for f in r.files() if f.rows}
+            check_ownership(snap, expected)
