@@ -2,14 +2,17 @@
 
 Events are collected into a set of paths and handed over in batches once the tree has been
 quiet for ``debounce`` seconds (or ``max_delay`` at the latest), so a burst of saves, a git
-checkout or an unzip becomes one update. When the OS runs out of watches (inotify's
-``ENOSPC``) the watcher falls back to polling and says so.
+checkout or an unzip becomes one update. The paths waiting are bounded (``MAX_PENDING``):
+past it, the deepest ones give way to their folders, each rescanned once, so a burst of a
+million files costs a few folders' worth of memory. When the OS runs out of watches
+(inotify's ``ENOSPC``) the watcher falls back to polling and says so.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +26,7 @@ log = logging.getLogger("launcher")
 POLL_INTERVAL = 30.0  # seconds between scans when the OS has no file watches left
 GIVE_UP = 3  # failed batches before a path is retried alone; it is dropped if it fails again
 MAX_BACKOFF = 300.0  # seconds: the longest wait before retrying a failed batch
+MAX_PENDING = 20_000  # paths waiting for a batch; past it they are folded into folders
 
 
 class Watcher:
@@ -78,6 +82,8 @@ class Watcher:
                     self._first = now
                 self._pending[path] = None
                 self._last = now
+            if len(self._pending) > MAX_PENDING:
+                self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
         self._wake.set()
 
     def _handler(self) -> Any:
@@ -237,3 +243,24 @@ class Watcher:
             self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def fold_into_folders(paths: dict[str, None], roots: Sequence[str], limit: int) -> dict[str, None]:
+    """At most ``limit`` paths standing for ``paths`` (where folding allows): the deepest
+    give way to their folder, which the batch rescans whole, level by level, never above
+    a root."""
+    tops = {os.path.normpath(r) for r in roots}
+
+    def foldable(p: str) -> bool:
+        return os.path.normpath(p) not in tops and os.path.dirname(p) != p
+
+    while len(paths) > limit:
+        depths = [p.count(os.sep) for p in paths if foldable(p)]
+        if not depths:
+            break  # only roots are left
+        depth = max(depths)
+        paths = {
+            (os.path.dirname(p) if p.count(os.sep) == depth and foldable(p) else p): None
+            for p in paths
+        }
+    return paths
