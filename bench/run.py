@@ -19,6 +19,8 @@ and finishes in under 10 minutes on 2 cores.
 (w) full text: time until every file of a tree is findable by the words of its body (no
     model work), words-tier throughput on a 10k plain-text tree, full-text query latency
     at 10k and 100k chunks, and the database's size against the text it holds
+(scalep) the index at 10k and 100k files seen by real processes: `info`, `search` and
+    `launch` from cold, `index` with nothing changed, size on disk (bench/scalep.py)
 """
 
 from __future__ import annotations
@@ -989,7 +991,7 @@ def section_of(row: Row) -> str:
         return "names"
     if row.key == "w" and "by meaning" in row.what:
         return "recent"
-    return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d"}.get(row.key, row.key)
+    return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d", "sp": "scalep"}.get(row.key, row.key)
 
 
 def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str, str]:
@@ -1054,7 +1056,9 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent")  # fmt: skip
+                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent,scalep")  # fmt: skip
+    parser.add_argument("--scalep-sizes", default="10000,100000",
+                        help="files in the (scalep) indexes, comma-separated")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1069,12 +1073,14 @@ def main() -> int:
     started = time.perf_counter()
     info = machine()
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()), flush=True)
-    twin = ensure_twin()
+    # (scalep runs the tiny generated model: the twin is built only for the other sections)
+    twin = ensure_twin() if not only or only - {"scalep"} else None
     from launcher.native import physical_cores
 
     threads = physical_cores()
-    env = {**os.environ, "LAUNCHER_MODEL": str(twin.embedding), "LAUNCHER_MMPROJ": str(twin.mmproj),
-           "LAUNCHER_RERANKER": "none"}  # fmt: skip
+    env = {**os.environ, "LAUNCHER_RERANKER": "none"}
+    if twin is not None:
+        env |= {"LAUNCHER_MODEL": str(twin.embedding), "LAUNCHER_MMPROJ": str(twin.mmproj)}
     res = Results()
     work = Path(tempfile.mkdtemp(prefix="launcher-bench-"))
     command = "python bench/run.py" + (" --quick" if args.quick else "") + (
@@ -1104,6 +1110,11 @@ def main() -> int:
         sections.append(("w", lambda: bench_words(env, work, files, args.quick, res)))
     if want("recent"):  # (w) with the model: not part of --only w (minutes on a CPU)
         sections.append(("recent", lambda: bench_recent(env, work, files, res)))
+    if "scalep" in only:  # (minutes: only when asked for)
+        from scalep import bench_scalep
+
+        sizes = [int(x) for x in args.scalep_sizes.split(",")]
+        sections.append(("scalep", lambda: bench_scalep(work, sizes, res.add)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None
