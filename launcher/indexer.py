@@ -99,6 +99,7 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unsupported: int = 0  # binary files of formats not read: indexed by name, in ``skipped``
     interrupted: bool = False
+    deferred: list[str] = field(default_factory=list)  # meaning work left for the next batch
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -219,6 +220,7 @@ class Indexer:
         self.on_progress = on_progress or (lambda p: None)
         self.cancel = cancel or threading.Event()
         self._retry_failed = False
+        self._slice_end: float | None = None  # a watcher batch's meaning tiers stop here
         self.report: Report | None = None  # the current (or last) run's, also if it was cut short
         self._worker = _Worker()
         self._chunk_cache: dict[str, tuple[str, Extracted]] = {}
@@ -326,13 +328,18 @@ class Indexer:
             )
         )
 
-    def update_paths(self, paths: Iterable[str]) -> Report:
+    def update_paths(self, paths: Iterable[str], *, meaning_seconds: float | None = None) -> Report:
         """Apply changes to specific paths (the watcher's events) through the same code
         path as a run: existing files are (re)indexed, vanished ones removed. A folder
         stands for everything under it (moved in, or rescanned after an overflow of
         events). The cost is the batch's, not the index's: each folder on the way is
-        listed once, and a big batch commits a bounded number of times."""
+        listed once, and a big batch commits a bounded number of times.
+
+        Names and words are done for the whole batch; the model's tiers stop after
+        ``meaning_seconds`` and list the files left in ``report.deferred``, for the next
+        batch (whose own new files then get their words first)."""
         started = time.monotonic()
+        self._slice_end = started + meaning_seconds if meaning_seconds is not None else None
         report = self.report = Report()
         jobs: list[_Job] = []
         pending: list[str] = []
@@ -374,14 +381,26 @@ class Indexer:
         self.store.commit_every_files = max(every, len(jobs) // BURST_COMMITS)
         try:
             self._queue(jobs)
-            self._words([job.entry for job in jobs])
+            self._words([job.entry for job in jobs if self._needs_words(job.entry)])
             self._cards(jobs, report, pending)
             self._chunks(pending, report)
         finally:
             self.store.commit_every_files = every
+            self._slice_end = None
         report.seconds = time.monotonic() - started
         self.store.commit()
         return report
+
+    def _needs_words(self, entry: FileEntry) -> bool:
+        """False when the full-text index has this very version (a file left over from a
+        batch's meaning tiers, or touched with the same size and time)."""
+        return self.text is not None and self.text.signature(entry.path) != (
+            entry.size,
+            entry.mtime_ns,
+        )
+
+    def _slice_over(self) -> bool:
+        return self._slice_end is not None and time.monotonic() >= self._slice_end
 
     def _gone_under(self, folders: Sequence[str]) -> list[str]:
         """Indexed files under these paths that no longer exist (a folder removed or
@@ -586,8 +605,11 @@ class Indexer:
                 batch.clear()
                 self.store.maybe_commit()
 
-        for job in self._prefetched(jobs):
+        for i, job in enumerate(self._prefetched(jobs)):
             if self.cancel.is_set():
+                break
+            if self._slice_over():
+                report.deferred += [j.entry.path for j in jobs[i:]]
                 break
             prepared = self._result(job)
             job.future = None  # free the extracted content
@@ -752,8 +774,11 @@ class Indexer:
         # ETA weighs files by that, not one file like another.
         cap = self.settings.max_chunks * self.settings.chunk_tokens * 4
         timer = _Rate(len(todo), [max(1, min(job.entry.size, cap)) for job in jobs])
-        for job in self._prefetched(jobs):
+        for i, job in enumerate(self._prefetched(jobs)):
             if self.cancel.is_set():
+                break
+            if self._slice_over():
+                report.deferred += [j.entry.path for j in jobs[i:]]
                 break
             prepared = self._result(job)
             job.future = None

@@ -30,13 +30,14 @@ MAX_PENDING = 20_000  # paths waiting for a batch; past it they are folded into 
 
 
 class Watcher:
-    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches; a path
+    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches; it may
+    return paths whose work it left for later, which come back with the next batch. A path
     whose batches keep failing is handed to ``on_give_up(path, reason)`` and dropped."""
 
     def __init__(
         self,
         roots: Sequence[str],
-        on_changes: Callable[[list[str]], None],
+        on_changes: Callable[[list[str]], Sequence[str] | None],
         *,
         debounce: float = 1.0,
         max_delay: float = 10.0,
@@ -165,7 +166,7 @@ class Watcher:
 
     def _hand_over(self, batch: list[str]) -> None:
         try:
-            self.on_changes(batch)
+            later = self.on_changes(batch)
         except Exception as err:
             reason = (
                 f"{type(err).__name__}: {err}" if not isinstance(err, LauncherError) else str(err)
@@ -187,6 +188,8 @@ class Watcher:
                 self._failures.pop(path, None)
             self._errors = 0
             self.problem = ""
+            if later:
+                self._later(later)
 
     def _keep(self, batch: list[str]) -> None:
         with self._lock:
@@ -194,6 +197,20 @@ class Watcher:
                 self._pending.setdefault(path, None)
             if batch:
                 self._first = self._last = time.monotonic()
+        self._wake.set()
+
+    def _later(self, paths: Sequence[str]) -> None:
+        """Work a batch left for later goes out with the next batch, after a quiet moment
+        (``debounce``: the index's lock is free meanwhile, for a CLI command's turn)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending:
+                self._first = now
+            for path in paths:
+                self._pending.setdefault(path, None)
+            self._last = now
+            if len(self._pending) > MAX_PENDING:
+                self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
         self._wake.set()
 
     def _give_up(self, path: str, reason: str) -> bool:
@@ -228,12 +245,13 @@ class Watcher:
         return self.problem or self.message
 
     def flush(self) -> None:
-        """Hand over pending changes now (tests, shutdown)."""
+        """Hand over pending changes now, and what they leave for later (tests, a watcher
+        replaced)."""
         with self._lock:
             batch = list(self._pending)
             self._pending.clear()
-        if batch:
-            self.on_changes(batch)
+        while batch:
+            batch = list(self.on_changes(batch) or [])
 
     def stop(self) -> None:
         self._stop.set()

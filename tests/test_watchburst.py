@@ -12,7 +12,7 @@ import time
 import pytest
 from tiny_fixtures import FILLER_WORDS
 
-from launcher import paths, watch
+from launcher import paths, service, watch
 from launcher.app import App
 from launcher.cli import main
 from launcher.query import Query
@@ -159,6 +159,53 @@ def test_overflowing_events_fold_into_folders_that_are_rescanned(models_env, tmp
         svc.close()
         app.close()
     assert indexed_paths() == want
+
+
+def test_a_file_changed_during_a_long_batch_gets_its_words_before_the_model_is_done(
+    models_env, tmp_path, monkeypatch
+):
+    """A batch hands its model work back to the watcher in slices, so what changes meanwhile
+    is findable by its words (and the lock is free between slices) long before the
+    model has read the whole burst."""
+    monkeypatch.setattr(service, "BATCH_MEANING_SECONDS", 0.5)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "seed.txt").write_text("the first note")
+    assert main(["index", str(root)]) == 0
+    app = App.create()
+    svc = LocalService(app, watch=True)
+    batches: list[tuple[int, int]] = []
+    apply = svc.apply_changes
+
+    def recorded(batch: list[str]) -> list[str]:
+        later = apply(batch)
+        batches.append((len(batch), len(later)))
+        return later
+
+    try:
+        assert svc.watcher is not None
+        svc.watcher.on_changes = recorded
+        burst = root / "burst"
+        burst.mkdir()
+        for i in range(800):
+            (burst / f"n{i:04d}.txt").write_text(note(i))
+        assert wait_for(lambda: batches, timeout=120)  # the burst's first slice is done
+        late = root / "late.txt"
+        late.write_text("a zeppelin full of marmalade")
+
+        def found_by_words() -> bool:
+            hits = svc.search(Query(text="zeppelin marmalade"))
+            return any(h.path == str(late) and "words" in h.matched for h in hits)
+
+        assert wait_for(found_by_words, timeout=300, step=0.1)
+        still_queued = svc.status().queued
+        assert still_queued > 1, still_queued  # the burst is still being read by the model
+        assert wait_for(lambda: settled(svc, 802), timeout=600), svc.status()
+        assert len(batches) >= 3 and any(later for _, later in batches), batches
+    finally:
+        svc.close()
+        app.close()
+    assert len(indexed_paths()) == 802
 
 
 def test_fold_into_folders_keeps_the_deepest_apart_and_never_goes_above_a_root():
