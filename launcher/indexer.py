@@ -362,7 +362,7 @@ class Indexer:
                 for inside in admitter.files_under(path):  # a folder moved in
                     entries.setdefault(inside.path, inside)
         gone += self._gone_under(vanished)
-        self._drop_words(gone)  # before the commit that drops them from the store
+        self._drop_words(gone + vanished)  # before the commit that drops them from the store
         for path in gone:
             if self.store.remove(path):
                 report.removed += 1

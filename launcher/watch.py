@@ -83,8 +83,7 @@ class Watcher:
                     self._first = now
                 self._pending[path] = None
                 self._last = now
-            if len(self._pending) > MAX_PENDING:
-                self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
+            self._bound()
         self._wake.set()
 
     def _handler(self) -> Any:
@@ -209,9 +208,13 @@ class Watcher:
             for path in paths:
                 self._pending.setdefault(path, None)
             self._last = now
-            if len(self._pending) > MAX_PENDING:
-                self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
+            self._bound()
         self._wake.set()
+
+    def _bound(self) -> None:
+        """(Under the lock.) Past ``MAX_PENDING`` waiting paths, fold them into folders."""
+        if len(self._pending) > MAX_PENDING:
+            self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
 
     def _give_up(self, path: str, reason: str) -> bool:
         """Drop ``path`` once ``on_give_up`` has recorded it. If recording fails too, the
