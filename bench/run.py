@@ -26,6 +26,8 @@ and finishes in under 10 minutes on 2 cores.
     through the Store API, no files on disk): commit after one changed file, opening the
     index (and reading its per-file arrays) in a fresh process, that process's RSS, the
     store's share of a no-change re-scan, disk size. ``--scale-sizes`` picks the sizes
+(scalep) the index at 10k and 100k files seen by real processes: `info`, `search` and
+    `launch` from cold, `index` with nothing changed, size on disk (bench/scalep.py)
 """
 
 from __future__ import annotations
@@ -1192,7 +1194,7 @@ def section_of(row: Row) -> str:
         return "names"
     if row.key == "w" and "by meaning" in row.what:
         return "recent"
-    return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d"}.get(row.key, row.key)
+    return {"b/a": "b", "b/a'": "b", "lev": "d", "f": "d", "sp": "scalep"}.get(row.key, row.key)
 
 
 def merged_rows(text: str, res: Results, only: set[str]) -> tuple[list[Row], str, str]:
@@ -1260,6 +1262,8 @@ def main() -> int:
                         help="comma-separated sections, as the docstring lists them")  # fmt: skip
     parser.add_argument("--scale-sizes", default="10000,100000,1000000",
                         help="files in the (scale) indexes")  # fmt: skip
+    parser.add_argument("--scalep-sizes", default="10000,100000",
+                        help="files in the (scalep) indexes, comma-separated")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1277,12 +1281,11 @@ def main() -> int:
     from launcher.native import physical_cores
 
     threads = physical_cores()
-    if only == {"scale"}:  # no model needed
-        twin, env = None, dict(os.environ)
-    else:
-        twin = ensure_twin()
-        env = {**os.environ, "LAUNCHER_MODEL": str(twin.embedding),
-               "LAUNCHER_MMPROJ": str(twin.mmproj), "LAUNCHER_RERANKER": "none"}  # fmt: skip
+    # (scale and scalep need no twin: synthetic records, the tiny generated model)
+    twin = ensure_twin() if not only or only - {"scale", "scalep"} else None
+    env = {**os.environ, "LAUNCHER_RERANKER": "none"}
+    if twin is not None:
+        env |= {"LAUNCHER_MODEL": str(twin.embedding), "LAUNCHER_MMPROJ": str(twin.mmproj)}
     res = Results()
     work = Path(tempfile.mkdtemp(prefix="launcher-bench-"))
     command = "python bench/run.py" + (" --quick" if args.quick else "") + (
@@ -1317,6 +1320,11 @@ def main() -> int:
     if want("scale"):
         sizes = [int(x) for x in args.scale_sizes.split(",") if x]
         sections.append(("scale", lambda: bench_scale(work, sizes, res)))
+    if "scalep" in only:  # (minutes: only when asked for)
+        from scalep import bench_scalep
+
+        sizes = [int(x) for x in args.scalep_sizes.split(",")]
+        sections.append(("scalep", lambda: bench_scalep(work, sizes, res.add)))
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None

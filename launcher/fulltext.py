@@ -402,6 +402,15 @@ class FullText:
         rows = self._conn().execute("SELECT path, size, mtime_ns FROM docs")
         return {_path(key): (size, mtime_ns) for key, size, mtime_ns in rows}
 
+    def signature(self, path: str) -> tuple[int, int] | None:
+        """(size, mtime_ns) of the version of this file whose text is held, if any."""
+        row = (
+            self._conn()
+            .execute("SELECT size, mtime_ns FROM docs WHERE path = ?", (_key(path),))
+            .fetchone()
+        )
+        return (int(row[0]), int(row[1])) if row is not None else None
+
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT count(*) FROM docs").fetchone()[0])
 

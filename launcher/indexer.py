@@ -49,13 +49,14 @@ from .extract import (
 from .fulltext import FullText, TextDoc
 from .inputs import Embedder, EmbedInput
 from .store import FileRecord, RunStats, Status, Store, content_hash
-from .walk import FileEntry, IndexSettings, WalkProblem, admit, walk
+from .walk import Admitter, FileEntry, IndexSettings, WalkProblem, walk
 
 log = logging.getLogger("launcher")
 
 CARD_BATCH = 8  # cards embedded per engine call (text cards share a decode)
 PREFETCH = 4  # files extracted ahead of the model
 CHUNK_SLICE = 4  # a long file's chunks per engine call (one packed decode), then progress
+BURST_COMMITS = 16  # a watcher batch of many files commits about this many times (and by time)
 WORDS_COMMIT_FILES = 500  # full-text writes grouped per transaction: files...
 WORDS_COMMIT_SECONDS = 2.0  # ...or seconds, whichever comes first
 ABANDON_GRACE = 5.0  # seconds past its budget before an extraction is abandoned
@@ -98,6 +99,7 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unsupported: int = 0  # binary files of formats not read: indexed by name, in ``skipped``
     interrupted: bool = False
+    deferred: list[str] = field(default_factory=list)  # meaning work left for the next batch
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -218,6 +220,7 @@ class Indexer:
         self.on_progress = on_progress or (lambda p: None)
         self.cancel = cancel or threading.Event()
         self._retry_failed = False
+        self._slice_end: float | None = None  # a watcher batch's meaning tiers stop here
         self.report: Report | None = None  # the current (or last) run's, also if it was cut short
         self._worker = _Worker()
         self._chunk_cache: dict[str, tuple[str, Extracted]] = {}
@@ -329,34 +332,46 @@ class Indexer:
             )
         )
 
-    def update_paths(self, paths: Iterable[str]) -> Report:
+    def update_paths(self, paths: Iterable[str], *, meaning_seconds: float | None = None) -> Report:
         """Apply changes to specific paths (the watcher's events) through the same code
-        path as a run: existing files are (re)indexed, vanished ones removed."""
+        path as a run: existing files are (re)indexed, vanished ones removed. A folder
+        stands for everything under it (moved in, or rescanned after an overflow of
+        events). The cost is the batch's, not the index's: each folder on the way is
+        listed once, and a big batch commits a bounded number of times.
+
+        Names and words are done for the whole batch; the model's tiers stop after
+        ``meaning_seconds`` and list the files left in ``report.deferred``, for the next
+        batch (whose own new files then get their words first)."""
         started = time.monotonic()
+        self._slice_end = started + meaning_seconds if meaning_seconds is not None else None
         report = self.report = Report()
         self._retry_failed = False  # (only a run retries every failure, when asked)
         jobs: list[_Job] = []
         pending: list[str] = []
         roots = tuple(self.store.roots)
-        for path in _expand_dirs(dict.fromkeys(paths)):
+        admitter = Admitter(roots, self.settings)
+        entries: dict[str, FileEntry] = {}
+        gone: list[str] = []  # indexed files that are gone or no longer to be indexed
+        vanished: list[str] = []  # other paths that are not files: maybe removed folders
+        for path in dict.fromkeys(paths):
             if not _under(path, roots):
                 continue
-            entry = admit(path, roots, self.settings)
-            if entry is None:
-                # gone, or no longer a file to index (now ignored, too large...)
-                self._drop_words([path])
-                if self.store.get(path) is not None:
-                    self.store.remove(path)
-                    report.removed += 1
-                elif not os.path.isfile(path):
-                    # maybe a removed folder: it takes everything indexed under it
-                    prefix = path.rstrip(os.sep) + os.sep
-                    for known_path in self.store.paths():
-                        if known_path.startswith(prefix) and not os.path.lexists(known_path):
-                            self._drop_words([known_path])
-                            self.store.remove(known_path)
-                            report.removed += 1
+            entry = admitter.admit(path)
+            if entry is not None:
+                entries.setdefault(entry.path, entry)
                 continue
+            if self.store.get(path) is not None:
+                gone.append(path)
+            elif not os.path.isfile(path):
+                vanished.append(path)
+                for inside in admitter.files_under(path):  # a folder moved in
+                    entries.setdefault(inside.path, inside)
+        gone += self._gone_under(vanished)
+        self._drop_words(gone + vanished)  # before the commit that drops them from the store
+        for path in gone:
+            if self.store.remove(path):
+                report.removed += 1
+        for entry in entries.values():
             report.files += 1
             known = self.store.unchanged(entry.path, entry.size, entry.mtime_ns)
             if known is not None and not self._retry(known):
@@ -365,10 +380,18 @@ class Indexer:
                     pending.append(entry.path)
                 continue
             jobs.append(_Job(entry, is_new=self._is_new(entry.path)))
-        self._queue(jobs)
-        self._words([job.entry for job in jobs])
-        self._cards(jobs, report, pending)
-        self._chunks(pending, report)
+        every = self.store.commit_every_files
+        # A burst (a git checkout, an unzip) commits about BURST_COMMITS times, plus the
+        # seconds bound: not once per ``commit_every_files`` files.
+        self.store.commit_every_files = max(every, len(jobs) // BURST_COMMITS)
+        try:
+            self._queue(jobs)
+            self._words([job.entry for job in jobs if self._needs_words(job.entry)])
+            self._cards(jobs, report, pending)
+            self._chunks(pending, report)
+        finally:
+            self.store.commit_every_files = every
+            self._slice_end = None
         report.seconds = time.monotonic() - started
         self.store.commit()
         return report
@@ -385,6 +408,36 @@ class Indexer:
         if rec.status != "failed":
             return False
         return self._retry_failed or (rec.reason or "").startswith(ENGINE_UNAVAILABLE)
+
+    def _needs_words(self, entry: FileEntry) -> bool:
+        """False when the full-text index has this very version (a file left over from a
+        batch's meaning tiers, or touched with the same size and time)."""
+        return self.text is not None and self.text.signature(entry.path) != (
+            entry.size,
+            entry.mtime_ns,
+        )
+
+    def _slice_over(self) -> bool:
+        return self._slice_end is not None and time.monotonic() >= self._slice_end
+
+    def _gone_under(self, folders: Sequence[str]) -> list[str]:
+        """Indexed files under these paths that no longer exist (a folder removed or
+        moved away): one pass over the index for the whole batch."""
+        if not folders:
+            return []
+        prefixes = {f.rstrip(os.sep) for f in folders}
+        out = []
+        for known in self.store.paths():
+            parent = os.path.dirname(known)
+            while parent not in prefixes:
+                up = os.path.dirname(parent)
+                if up == parent:
+                    break
+                parent = up
+            else:
+                if not os.path.lexists(known):
+                    out.append(known)
+        return out
 
     def _is_new(self, path: str) -> bool:
         rec = self.store.get(path)
@@ -571,8 +624,11 @@ class Indexer:
                 batch.clear()
                 self.store.maybe_commit()
 
-        for job in self._prefetched(jobs):
+        for i, job in enumerate(self._prefetched(jobs)):
             if self.cancel.is_set():
+                break
+            if self._slice_over():
+                report.deferred += [j.entry.path for j in jobs[i:]]
                 break
             prepared = self._result(job)
             job.future = None  # free the extracted content
@@ -737,8 +793,11 @@ class Indexer:
         # ETA weighs files by that, not one file like another.
         cap = self.settings.max_chunks * self.settings.chunk_tokens * 4
         timer = _Rate(len(todo), [max(1, min(job.entry.size, cap)) for job in jobs])
-        for job in self._prefetched(jobs):
+        for i, job in enumerate(self._prefetched(jobs)):
             if self.cancel.is_set():
+                break
+            if self._slice_over():
+                report.deferred += [j.entry.path for j in jobs[i:]]
                 break
             prepared = self._result(job)
             job.future = None
@@ -885,16 +944,6 @@ def failure_reason(err: BaseException) -> str:
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     name = type(err).__name__
     return f"{name}: {message[:200]}" if message else name
-
-
-def _expand_dirs(paths: Iterable[str]) -> Iterator[str]:
-    """Paths as given, plus the files inside those that are folders (a folder moved in)."""
-    for path in paths:
-        yield path
-        if os.path.isdir(path) and not os.path.islink(path):
-            for folder, _dirs, names in os.walk(path):
-                for name in sorted(names):
-                    yield os.path.join(folder, name)
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:

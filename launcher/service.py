@@ -3,12 +3,14 @@
 The index has one writer at a time, and ``launch`` is a writer only while it applies a
 change: the watcher's batches and the re-index button take the index's lock for one
 operation (``_writing``) and go through the same ``Indexer`` code path as
-``launcher.py index``. Between them, CLI commands (``index``, ``remove``, ``clear``,
-``index --rebuild``) write as they please; when one holds the lock, the batch waits for it
-(the page shows that run's commits as they land) and then takes over. A follower thread
-notices commits made by others (a new manifest), reloads the search snapshot, and watches
-the roots the index has now. Queries run on a fork of the embedding engine (same weights,
-own context), so a search never waits for an indexing batch.
+``launcher.py index``; a big batch hands its model work back in slices
+(``BATCH_MEANING_SECONDS``), freeing the lock in between. Between them, CLI commands
+(``index``, ``remove``, ``clear``, ``index --rebuild``) write as they please; when one
+holds the lock, the batch waits for it (the page shows that run's commits as they land)
+and then takes over. A follower thread notices commits made by others (a new manifest),
+reloads the search snapshot, and watches the roots the index has now. Queries run on a
+fork of the embedding engine (same weights, own context), so a search never waits for an
+indexing batch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from .watch import Watcher
 log = logging.getLogger("launcher")
 
 FOLLOW_INTERVAL = 1.0  # seconds between checks for commits made by other processes
+# Seconds of model work a watcher batch does before it hands the rest back to the watcher:
+# the lock is free for a moment (a CLI command takes its turn) and files that changed
+# meanwhile get their names and words before the model goes on.
+BATCH_MEANING_SECONDS = 30.0
 
 
 class LocalService:
@@ -325,16 +331,17 @@ class LocalService:
     def _on_progress(self, p: Progress) -> None:
         self._progress = p
 
-    def apply_changes(self, paths: list[str]) -> None:
-        """The watcher's batches: the same code path as an ``index`` run."""
+    def apply_changes(self, paths: list[str]) -> list[str]:
+        """The watcher's batches: the same code path as an ``index`` run. Returns the
+        files whose model work is left for the next batch (``BATCH_MEANING_SECONDS``)."""
         with self._writing() as store:
             if store is None:
-                return
+                return []
             self._indexing.set()
             try:
                 indexer = self._indexer(store)
                 try:
-                    report = indexer.update_paths(paths)
+                    report = indexer.update_paths(paths, meaning_seconds=BATCH_MEANING_SECONDS)
                 finally:
                     indexer.close()
                 if report.added or report.updated or report.removed:
@@ -342,6 +349,7 @@ class LocalService:
                         "index updated: %d added, %d updated, %d removed",
                         report.added, report.updated, report.removed,
                     )  # fmt: skip
+                return report.deferred
             finally:
                 self._done_indexing()
 

@@ -248,9 +248,12 @@ def _own_dirs() -> list[str]:
     return [str(p) for p in (paths.data_dir(), paths.cache_dir(), paths.log_dir())]
 
 
+# One regular expression for all of them: this runs for every file of every walk.
+_SECRET_FILE_RE = re.compile("|".join(fnmatch.translate(p) for p in SECRET_FILES))
+
+
 def _is_secret_file(name: str) -> bool:
-    lowered = name.lower()
-    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in SECRET_FILES)
+    return _SECRET_FILE_RE.match(name.lower()) is not None
 
 
 def _is_secret_dir(name: str) -> bool:
@@ -411,24 +414,21 @@ class _Walker:
             yield from self._scan(root, folder, layers, subdirs)
             stack.extend(reversed(subdirs))
 
-    def _scan(
-        self,
-        root: str,
-        folder: str,
-        layers: tuple[_IgnoreLayer, ...] | None,
-        subdirs: list[tuple[str, tuple[_IgnoreLayer, ...] | None]],
-    ) -> Iterator[FileEntry | WalkProblem]:
+    def _list(
+        self, root: str, folder: str, layers: tuple[_IgnoreLayer, ...] | None
+    ) -> tuple[list[os.DirEntry[str]], tuple[_IgnoreLayer, ...] | None] | WalkProblem | None:
+        """A folder's entries (sorted by name) and the ignore layers that apply inside it;
+        None when it vanished or is skipped whole (a virtualenv, a tagged cache)."""
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
-            return  # vanished or replaced since its parent was listed
+            return None  # vanished or replaced since its parent was listed
         except OSError as err:
-            yield WalkProblem(folder, _reason(err), is_dir=True)
-            return
+            return WalkProblem(folder, _reason(err), is_dir=True)
         names = {e.name for e in entries}
         if folder != root and self._marked_skip(folder, names):
-            return
+            return None
         if self.s.respect_gitignore:
             if ".git" in names:  # a repository (or a nested one) starts here
                 layers = ()
@@ -439,16 +439,39 @@ class _Walker:
                 layer = _ignore_layer(folder, os.path.join(folder, ".gitignore"))
                 if layer:
                     layers = (*layers, layer)
-        follow = self.s.follow_symlinks
+        return entries, layers
+
+    def _scan(
+        self,
+        root: str,
+        folder: str,
+        layers: tuple[_IgnoreLayer, ...] | None,
+        subdirs: list[tuple[str, tuple[_IgnoreLayer, ...] | None]],
+    ) -> Iterator[FileEntry | WalkProblem]:
+        listing = self._list(root, folder, layers)
+        if listing is None or isinstance(listing, WalkProblem):
+            if listing is not None:
+                yield listing
+            return
+        entries, layers = listing
         for entry in entries:
-            try:
-                item = self._visit(root, entry, layers, subdirs, follow)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # vanished between listing and looking
-            except OSError as err:
-                item = WalkProblem(entry.path, _reason(err))
+            item = self._look(root, entry, layers, subdirs)
             if item is not None:
                 yield item
+
+    def _look(
+        self,
+        root: str,
+        entry: os.DirEntry[str],
+        layers: tuple[_IgnoreLayer, ...] | None,
+        subdirs: list[tuple[str, tuple[_IgnoreLayer, ...] | None]],
+    ) -> FileEntry | WalkProblem | None:
+        try:
+            return self._visit(root, entry, layers, subdirs, self.s.follow_symlinks)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # vanished between listing and looking
+        except OSError as err:
+            return WalkProblem(entry.path, _reason(err))
 
     def _visit(
         self,
@@ -533,36 +556,115 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
+_Layers = tuple[_IgnoreLayer, ...] | None
+_Listing = tuple[dict[str, os.DirEntry[str]], _Layers]
+
+
+class Admitter:
+    """The walker's verdicts on many paths at once (a watcher batch). Each folder on the
+    way to them is listed once and only the entries asked about are looked at, so a burst
+    of 10,000 files in one folder costs one listing, not 10,000."""
+
+    def __init__(self, roots: Iterable[str], settings: IndexSettings | None = None) -> None:
+        self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+        self.settings = settings or IndexSettings()
+        self._walker = _Walker(self.settings, _own_dirs())
+        self._folders: dict[str, _Listing | None] = {}
+        self._looked: dict[str, tuple[FileEntry | WalkProblem | None, _Layers, bool]] = {}
+
+    def _root_of(self, target: str) -> str | None:
+        candidates = [
+            r for r in self.roots if target == r or target.startswith(r.rstrip(os.sep) + os.sep)
+        ]
+        return max(candidates, key=len) if candidates else None
+
+    def admit(self, path: str | os.PathLike[str]) -> FileEntry | None:
+        """The ``FileEntry`` a run would yield for ``path``, or None (outside the roots,
+        ignored, hidden, too large, not a file, or gone)."""
+        target = os.path.abspath(os.fspath(path))
+        root = self._root_of(target)
+        if root is None:
+            return None
+        if target == root:
+            walker = _Walker(self.settings, _own_dirs())
+            found = list(walker.walk_root(root))
+            return found[0] if len(found) == 1 and isinstance(found[0], FileEntry) else None
+        listing = self._folder(root, os.path.dirname(target))
+        if listing is None:
+            return None
+        item = self._entry(root, listing, target)[0]
+        return item if isinstance(item, FileEntry) else None
+
+    def files_under(self, path: str | os.PathLike[str]) -> Iterator[FileEntry]:
+        """Every file a run would index under ``path`` when it is an admitted folder (a
+        folder moved in, or a folder rescanned); nothing otherwise."""
+        target = os.path.abspath(os.fspath(path))
+        root = self._root_of(target)
+        if root is None:
+            return
+        stack = [target]
+        while stack:
+            folder = stack.pop()
+            listing = self._folder(root, folder)
+            if listing is None:
+                continue
+            subdirs = []
+            for name in listing[0]:
+                child = os.path.join(folder, name)
+                item, _, is_dir = self._entry(root, listing, child)
+                if isinstance(item, FileEntry):
+                    yield item
+                elif is_dir:
+                    subdirs.append(child)
+            stack.extend(reversed(subdirs))
+
+    def _folder(self, root: str, folder: str) -> _Listing | None:
+        """A folder's listing and ignore layers, if the walk would enter it."""
+        chain = []
+        while folder not in self._folders:
+            chain.append(folder)
+            if folder == root:
+                break
+            parent = os.path.dirname(folder)
+            if parent == folder or not folder.startswith(root):
+                return None
+            folder = parent
+        for step in reversed(chain):  # top down: a folder's layers come from its parent
+            listing: _Listing | None = None
+            if step == root:
+                layers = _repo_layers(root) if self.settings.respect_gitignore else None
+                entered = True
+            else:
+                parent_listing = self._folders[os.path.dirname(step)]
+                entered = False
+                if parent_listing is not None:
+                    _, layers, entered = self._entry(root, parent_listing, step)
+            if entered:
+                found = self._walker._list(root, step, layers)
+                if found is not None and not isinstance(found, WalkProblem):
+                    listing = ({e.name: e for e in found[0]}, found[1])
+            self._folders[step] = listing
+        return self._folders[folder if not chain else chain[0]]
+
+    def _entry(
+        self, root: str, listing: _Listing, path: str
+    ) -> tuple[FileEntry | WalkProblem | None, _Layers, bool]:
+        """The walker's look at one entry of a listed folder, once: (what it yields, the
+        layers inside it, whether it is a folder the walk enters)."""
+        if path not in self._looked:
+            entries, layers = listing
+            entry = entries.get(os.path.basename(path))
+            result: tuple[FileEntry | WalkProblem | None, _Layers, bool] = (None, None, False)
+            if entry is not None:
+                subdirs: list[tuple[str, _Layers]] = []
+                item = self._walker._look(root, entry, layers, subdirs)
+                result = (item, subdirs[0][1], True) if subdirs else (item, None, False)
+            self._looked[path] = result
+        return self._looked[path]
+
+
 def admit(
     path: str | os.PathLike[str], roots: Iterable[str], settings: IndexSettings | None = None
 ) -> FileEntry | None:
-    """The walker's verdict on one path: the ``FileEntry`` a run would yield for it, or None
-    (outside the roots, ignored, hidden, too large, or gone). Used for watcher events."""
-    target = os.path.abspath(os.fspath(path))
-    candidates = [
-        os.path.abspath(os.path.expanduser(r))
-        for r in roots
-        if target == os.path.abspath(os.path.expanduser(r))
-        or target.startswith(os.path.abspath(os.path.expanduser(r)).rstrip(os.sep) + os.sep)
-    ]
-    if not candidates:
-        return None
-    root = max(candidates, key=len)
-    walker = _Walker(settings or IndexSettings(), _own_dirs())
-    if target == root:
-        found = list(walker.walk_root(root))
-        return found[0] if len(found) == 1 and isinstance(found[0], FileEntry) else None
-    layers = _repo_layers(root) if walker.s.respect_gitignore else None
-    folder = root
-    parts = target[len(root) + 1 :].split(os.sep)
-    for i, part in enumerate(parts):
-        step = os.path.join(folder, part)
-        subdirs: list[tuple[str, tuple[_IgnoreLayer, ...] | None]] = []
-        items = list(walker._scan(root, folder, layers, subdirs))
-        if i == len(parts) - 1:
-            return next((x for x in items if isinstance(x, FileEntry) and x.path == step), None)
-        nxt = next((s for s in subdirs if s[0] == step), None)
-        if nxt is None:
-            return None
-        folder, layers = nxt
-    return None
+    """The walker's verdict on one path (see ``Admitter``)."""
+    return Admitter(roots, settings).admit(path)

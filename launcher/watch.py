@@ -2,14 +2,17 @@
 
 Events are collected into a set of paths and handed over in batches once the tree has been
 quiet for ``debounce`` seconds (or ``max_delay`` at the latest), so a burst of saves, a git
-checkout or an unzip becomes one update. When the OS runs out of watches (inotify's
-``ENOSPC``) the watcher falls back to polling and says so.
+checkout or an unzip becomes one update. The paths waiting are bounded (``MAX_PENDING``):
+past it, the deepest ones give way to their folders, each rescanned once, so a burst of a
+million files costs a few folders' worth of memory. When the OS runs out of watches
+(inotify's ``ENOSPC``) the watcher falls back to polling and says so.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,16 +26,18 @@ log = logging.getLogger("launcher")
 POLL_INTERVAL = 30.0  # seconds between scans when the OS has no file watches left
 GIVE_UP = 3  # failed batches before a path is retried alone; it is dropped if it fails again
 MAX_BACKOFF = 300.0  # seconds: the longest wait before retrying a failed batch
+MAX_PENDING = 20_000  # paths waiting for a batch; past it they are folded into folders
 
 
 class Watcher:
-    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches; a path
+    """Watches ``roots`` and calls ``on_changes(paths)`` with debounced batches; it may
+    return paths whose work it left for later, which come back with the next batch. A path
     whose batches keep failing is handed to ``on_give_up(path, reason)`` and dropped."""
 
     def __init__(
         self,
         roots: Sequence[str],
-        on_changes: Callable[[list[str]], None],
+        on_changes: Callable[[list[str]], Sequence[str] | None],
         *,
         debounce: float = 1.0,
         max_delay: float = 10.0,
@@ -78,6 +83,7 @@ class Watcher:
                     self._first = now
                 self._pending[path] = None
                 self._last = now
+            self._bound()
         self._wake.set()
 
     def _handler(self) -> Any:
@@ -159,7 +165,7 @@ class Watcher:
 
     def _hand_over(self, batch: list[str]) -> None:
         try:
-            self.on_changes(batch)
+            later = self.on_changes(batch)
         except Exception as err:
             reason = (
                 f"{type(err).__name__}: {err}" if not isinstance(err, LauncherError) else str(err)
@@ -181,6 +187,8 @@ class Watcher:
                 self._failures.pop(path, None)
             self._errors = 0
             self.problem = ""
+            if later:
+                self._later(later)
 
     def _keep(self, batch: list[str]) -> None:
         with self._lock:
@@ -189,6 +197,24 @@ class Watcher:
             if batch:
                 self._first = self._last = time.monotonic()
         self._wake.set()
+
+    def _later(self, paths: Sequence[str]) -> None:
+        """Work a batch left for later goes out with the next batch, after a quiet moment
+        (``debounce``: the index's lock is free meanwhile, for a CLI command's turn)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending:
+                self._first = now
+            for path in paths:
+                self._pending.setdefault(path, None)
+            self._last = now
+            self._bound()
+        self._wake.set()
+
+    def _bound(self) -> None:
+        """(Under the lock.) Past ``MAX_PENDING`` waiting paths, fold them into folders."""
+        if len(self._pending) > MAX_PENDING:
+            self._pending = fold_into_folders(self._pending, self.roots, MAX_PENDING // 2)
 
     def _give_up(self, path: str, reason: str) -> bool:
         """Drop ``path`` once ``on_give_up`` has recorded it. If recording fails too, the
@@ -222,12 +248,13 @@ class Watcher:
         return self.problem or self.message
 
     def flush(self) -> None:
-        """Hand over pending changes now (tests, shutdown)."""
+        """Hand over pending changes now, and what they leave for later (tests, a watcher
+        replaced)."""
         with self._lock:
             batch = list(self._pending)
             self._pending.clear()
-        if batch:
-            self.on_changes(batch)
+        while batch:
+            batch = list(self.on_changes(batch) or [])
 
     def stop(self) -> None:
         self._stop.set()
@@ -237,3 +264,24 @@ class Watcher:
             self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def fold_into_folders(paths: dict[str, None], roots: Sequence[str], limit: int) -> dict[str, None]:
+    """At most ``limit`` paths standing for ``paths`` (where folding allows): the deepest
+    give way to their folder, which the batch rescans whole, level by level, never above
+    a root."""
+    tops = {os.path.normpath(r) for r in roots}
+
+    def foldable(p: str) -> bool:
+        return os.path.normpath(p) not in tops and os.path.dirname(p) != p
+
+    while len(paths) > limit:
+        depths = [p.count(os.sep) for p in paths if foldable(p)]
+        if not depths:
+            break  # only roots are left
+        depth = max(depths)
+        paths = {
+            (os.path.dirname(p) if p.count(os.sep) == depth and foldable(p) else p): None
+            for p in paths
+        }
+    return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher.errors import ConfigError
-from launcher.walk import FileEntry, IndexSettings, WalkProblem, parse_size, walk
+from launcher.walk import FileEntry, IndexSettings, WalkProblem, admit, parse_size, walk
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -336,3 +336,42 @@ def test_load_settings_reads_the_index_table(tmp_path: Path, monkeypatch) -> Non
     touch(paths.config_file(), b'[index]\nroots = ["/data"]\nmax_chunks = 8\n')
     s = load_settings()
     assert s.roots == ("/data",) and s.max_chunks == 8
+
+
+def test_admitter_agrees_with_the_walk_on_every_path(tmp_path: Path) -> None:
+    """A watcher batch is judged path by path (``Admitter``): every verdict, and every
+    folder's files, must be what a full walk yields."""
+    from launcher.walk import Admitter
+
+    root = tmp_path / "root"
+    touch(root / "keep.md")
+    touch(root / ".hidden.txt")
+    touch(root / "keys" / "id_ed25519")
+    touch(root / "keys" / "notes.txt")
+    touch(root / "big.txt", b"x" * 2000)
+    touch(root / "proj" / "node_modules" / "lib" / "index.js")
+    touch(root / "proj" / "env" / "pyvenv.cfg")
+    touch(root / "proj" / "env" / "lib" / "site.py")
+    touch(root / "repo" / ".git" / "HEAD")
+    touch(root / "repo" / ".gitignore", b"*.log\nbuild/\n!keep.log\n")
+    touch(root / "repo" / "app.log")
+    touch(root / "repo" / "keep.log")
+    touch(root / "repo" / "build" / "out.txt")
+    touch(root / "repo" / "src" / ".gitignore", b"gen_*\n")
+    touch(root / "repo" / "src" / "gen_a.py")
+    touch(root / "repo" / "src" / "main.py")
+    for i in range(30):
+        touch(root / "many" / f"n{i:02d}.txt")
+    settings = IndexSettings(max_file_bytes=1000, exclude=("many/n1*",))
+    walked = {i.path: i for i in walk([root], settings, skip_dirs=()) if isinstance(i, FileEntry)}
+    assert str(root / "repo" / "keep.log") in walked and str(root / "many" / "n05.txt") in walked
+    admitter = Admitter([str(root)], settings)
+    every = [os.path.join(d, n) for d, dirs, names in os.walk(root) for n in [*names, *dirs]]
+    for path in sorted(every, reverse=True):  # deepest first: folders are listed on demand
+        assert admitter.admit(path) == walked.get(path), path
+        assert admit(path, [str(root)], settings) == walked.get(path), path
+    for folder in (root, root / "repo", root / "many", root / "proj"):
+        under = {e.path for e in Admitter([str(root)], settings).files_under(folder)}
+        assert under == {p for p in walked if p.startswith(str(folder) + os.sep)}, folder
+    assert admitter.admit(tmp_path / "elsewhere.txt") is None
+    assert admitter.admit(root / "gone" / "x.txt") is None

@@ -18,6 +18,7 @@ import pytest
 from launcher import paths
 from launcher.app import App
 from launcher.cli import main
+from launcher.errors import StoreError
 from launcher.query import Query
 from launcher.service import LocalService
 from launcher.store import LOCK, MANIFEST, REBUILD, Store, default_dir
@@ -149,6 +150,14 @@ def read_index() -> tuple[Store, dict[str, int]]:
     return store, {rec.path: len(rec.rows) for rec in snap.files}
 
 
+def all_embedded() -> bool:
+    """Every file in the index has its vectors (none only queued by name)."""
+    try:
+        return all(read_index()[1].values())
+    except StoreError:
+        return False  # (read while a commit was replacing the files: look again)
+
+
 def write_config(text: str) -> None:
     cfg = paths.config_file()
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +193,9 @@ def test_cli_commands_work_while_launch_runs_and_its_watcher_writes(models_env, 
             svc.close(),
         )
         assert all(svc.indexed(p) for p in b.iterdir())  # the CLI's commits, followed
+        # (a file is findable by name once queued; its vectors land with a later commit,
+        # maybe in the next slice of the watcher's work)
+        assert wait_for(all_embedded, timeout=120)
         _, files = read_index()
         assert set(files) == {str(p) for p in [*a.iterdir(), *b.iterdir()]}
         assert all(files.values())
