@@ -16,6 +16,7 @@ from .errors import IndexBusy, IndexMismatch, LauncherError, ModelError
 from .fulltext import FullText, FullTextUnavailable
 from .indexer import Indexer, Progress
 from .models import REMEMBERED, ResolvedModels, resolve
+from .native import GpuSetting
 from .reranker import Reranker
 from .store import Store, read_models
 from .walk import IndexSettings, load_settings
@@ -30,6 +31,7 @@ class App:
     models: ResolvedModels
     settings: IndexSettings
     threads: int | None = None
+    gpu: GpuSetting | None = None  # --gpu (None: $LAUNCHER_GPU, config, auto)
     verbose: bool = False
     index_dir: Path | None = None
     _embedder: Embedder | None = field(default=None, repr=False)
@@ -47,6 +49,7 @@ class App:
         reranker: str | None = None,
         reranker_mmproj: str | None = None,
         threads: int | None = None,
+        gpu: GpuSetting | None = None,
         verbose: bool = False,
         roles: tuple[str, ...] = ("embedding",),
         index_dir: Path | None = None,
@@ -59,7 +62,8 @@ class App:
             roles=roles, remembered=read_models(index_dir) if remember else None,
         )  # fmt: skip
         return cls(models=models, settings=load_settings(), threads=threads or models.threads,
-                   verbose=verbose, index_dir=index_dir, reranker_path=reranker)  # fmt: skip
+                   gpu=gpu, verbose=verbose, index_dir=index_dir,
+                   reranker_path=reranker)  # fmt: skip
 
     @property
     def model_path(self) -> Path:
@@ -111,6 +115,12 @@ class App:
                 err.new,
             ) from None
 
+    def device_text(self) -> str:
+        """Where the models run (``--gpu``, $LAUNCHER_GPU, config), without loading them."""
+        from .native import physical_cores, resolve_device
+
+        return resolve_device(self.gpu).describe(self.threads or physical_cores())
+
     def check_model(self) -> None:
         """Load the embedding model and embed one input: a broken or wrong file fails here,
         before anything touches the index."""
@@ -141,6 +151,7 @@ class App:
                     self.model_path,
                     self.models.mmproj,
                     threads=self.threads,
+                    gpu=self.gpu,
                     verbose=self.verbose,
                     max_pixels=self.settings.image_pixel_budget,
                 )
@@ -159,7 +170,7 @@ class App:
                 found = resolve(reranker=self.reranker_path, roles=("reranker",))
                 self._reranker = Reranker(
                     found.require_reranker(), found.reranker_mmproj, threads=self.threads,
-                    verbose=self.verbose, max_pixels=self.settings.image_pixel_budget,
+                    gpu=self.gpu, verbose=self.verbose, max_pixels=self.settings.image_pixel_budget,
                 )  # fmt: skip
             return self._reranker
 

@@ -50,8 +50,9 @@ def _app(args: argparse.Namespace) -> Any:
     from .app import App
 
     return App.create(
-        model=args.model, mmproj=args.mmproj, threads=args.threads, verbose=args.verbose
-    )
+        model=args.model, mmproj=args.mmproj, threads=args.threads, gpu=args.gpu,
+        verbose=args.verbose,
+    )  # fmt: skip
 
 
 class TerminalProgress:
@@ -344,6 +345,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         with store:
             data = _info(store)
+    data["device"] = _device(args)
     if args.json:
         json.dump(data, sys.stdout)
         sys.stdout.write("\n")
@@ -354,6 +356,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Index: {data['index']} ({human_size(data['bytes'])})")
     where = data["model_files"].get("model") or data["model"].get("model_file")
     print(f"Model: {where} ({data['dims']} dims)")
+    print(f"Device: {data['device']['text']}")
     print("Roots:")
     for root in data["roots"]:
         print(f"  {root}")
@@ -383,6 +386,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if len(data["errors"]) > 50:
         print(f"  … and {len(data['errors']) - 50} more (--json lists all)")
     return 0
+
+
+def _device(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the model runs for commands with these flags (``--gpu``, ``--threads``)."""
+    from .config import load_config
+    from .native import physical_cores, resolve_device
+
+    device = resolve_device(args.gpu)
+    threads = args.threads or load_config().threads or physical_cores()
+    return {
+        "kind": device.kind, "name": device.name, "layers": device.layers,
+        "mmproj_gpu": device.mmproj_gpu, "why": device.why, "text": device.describe(threads),
+    }  # fmt: skip
 
 
 def _info(store: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ MODEL_ENV_VARS = (
     "LAUNCHER_MMPROJ",
     "LAUNCHER_RERANKER",
     "LAUNCHER_RERANKER_MMPROJ",
+    "LAUNCHER_GPU",  # the device: auto unless a test sets it
 )
 
 
