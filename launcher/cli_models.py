@@ -134,9 +134,11 @@ def _list(args: argparse.Namespace) -> int:
         cfg = resolved.config_path
         if cfg is not None:
             print(f"  {'config':<16} {cfg}" + ("" if cfg.is_file() else " (not present)"))
-        from .native import resolve_extra_bufts
+        from .native import model_ftype, resolve_extra_bufts
 
-        print(f"  {'repack/AMX':<16} extra buffer types {resolve_extra_bufts().describe()}")
+        ftype = model_ftype(resolved.model) if resolved.model else None
+        bufts = resolve_extra_bufts(ftype=ftype).describe()
+        print(f"  {'repack/AMX':<16} extra buffer types {bufts}")
         print(f"  {'device':<16} {device_line(args.gpu, args.threads or resolved.threads)}")
         if resolved.model is None and resolved.sources.get("model") != "off":
             print(f"\nNo embedding model: {models.PULL_HINT}.")

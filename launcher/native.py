@@ -139,10 +139,11 @@ def physical_cores() -> int:
 # llama.cpp can place weights in "extra" CPU buffer types: CPU_REPACK (Q4_0, Q4_K, IQ4_NL...
 # rearranged for AVX2/AVX-512/NEON kernels) and, in a build made on a CPU with AMX, the AMX
 # buffer, whose matmul kills the process with SIGILL on worker threads (tilezero without
-# the thread's own XTILEDATA permission; ggml-org/llama.cpp PR #26954). Only that case turns
-# them off: repacking stays where it is safe. ``use_extra_bufts`` is the finest switch the
-# API has: a tensor override can pick CPU_REPACK per tensor, but forcing it onto a tensor
-# it cannot repack aborts.
+# the thread's own XTILEDATA permission; ggml-org/llama.cpp PR #26954). That case turns them
+# off, and so does a Q4_K model on a CPU with AVX-512, where the plain kernels are faster
+# (``repack_slower``); elsewhere repacking stays. ``use_extra_bufts`` is the finest switch
+# the API has: a tensor override can pick CPU_REPACK per tensor, but forcing it onto a
+# tensor it cannot repack aborts.
 
 AMX_PR = "ggml-org/llama.cpp PR #26954"
 # The first llama-cpp-python whose llama.cpp contains that fix; set it then and the guard
@@ -199,21 +200,40 @@ def amx_crash_risk(system_info: str, cpu_flags: frozenset[str] | None, version: 
     return amx_would_run(system_info, cpu_flags) and not amx_fixed(version, AMX_FIXED_IN)
 
 
+# Model file types (general.file_type, enum llama_ftype) whose weights are mostly Q4_K.
+Q4_K_FTYPES = {14: "Q4_K_S", 15: "Q4_K_M"}
+
+
+def repack_slower(system_info: str, cpu_flags: frozenset[str] | None, ftype: int | None) -> bool:
+    """A Q4_K model on a CPU with AVX-512 (and a build using it): there llama.cpp's plain
+    Q4_K kernels decode faster than its repacked ones (bench/run.py sections a and q, AMD
+    EPYC with AVX-512 VNNI: Q4_K_M 1.46x faster plain), while Q4_0 and IQ4_NL gain from
+    repacking on the same CPU, so only these file types turn it off."""
+    if ftype not in Q4_K_FTYPES or "AVX512" not in build_features(system_info):
+        return False
+    return cpu_flags is None or "avx512f" in cpu_flags
+
+
 def decide_extra_bufts(
     setting: bool | None,
     source: str,
     system_info: str,
     cpu_flags: frozenset[str] | None,
     version: str,
+    ftype: int | None = None,
 ) -> ExtraBufts:
     """Extra buffer types for a forced ``setting`` (True/False, from ``source``) or, for
-    None, automatically: on, unless llama.cpp's AMX path would run and crash."""
+    None, automatically: on, unless llama.cpp's AMX path would run and crash, or the model
+    (of file type ``ftype``) decodes faster without them on this CPU."""
     risky = amx_crash_risk(system_info, cpu_flags, version)
     if setting is not None:
         warn = f"; AMX may crash, see {AMX_PR}" if setting and risky else ""
         return ExtraBufts(setting, f"forced by {source}{warn}")
     if risky:
         return ExtraBufts(False, f"auto: AMX guard, {AMX_PR}")
+    if repack_slower(system_info, cpu_flags, ftype):
+        assert ftype is not None
+        return ExtraBufts(False, f"auto: plain {Q4_K_FTYPES[ftype]} is faster with AVX-512")
     return ExtraBufts(True, "auto")
 
 
@@ -245,9 +265,23 @@ def amx_guarded() -> bool:
     return amx_crash_risk(system_info(), cpu_flags(), llama_cpp_version())
 
 
-def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
-    """The extra-buffer-types decision for this process: ``setting`` if given, else
-    $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in the config file, else auto."""
+def model_ftype(path: Path) -> int | None:
+    """A GGUF's ``general.file_type`` (enum llama_ftype); None if absent or unreadable
+    (llama.cpp then says what is wrong with the file when it loads it)."""
+    from .errors import LauncherError
+    from .gguf_meta import read_metadata
+
+    try:
+        value = read_metadata(path).get("general.file_type")
+    except LauncherError:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def resolve_extra_bufts(setting: bool | None = None, *, ftype: int | None = None) -> ExtraBufts:
+    """The extra-buffer-types decision for a model of file type ``ftype`` in this process:
+    ``setting`` if given, else $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in
+    the config file, else auto."""
     from . import config
 
     source = "the caller"
@@ -260,7 +294,9 @@ def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
             cfg = config.load_config()
             source = f"extra_buffer_types in {cfg.path}"
             setting = cfg.extra_buffer_types
-    return decide_extra_bufts(setting, source, system_info(), cpu_flags(), llama_cpp_version())
+    return decide_extra_bufts(
+        setting, source, system_info(), cpu_flags(), llama_cpp_version(), ftype
+    )
 
 
 # -- device: where llama.cpp runs a model (GPU offload) ------------------------------------
@@ -419,7 +455,7 @@ class Model:
     ) -> None:
         ll = _backend()
         self.path = path
-        self.extra_bufts = resolve_extra_bufts(extra_bufts)
+        self.extra_bufts = resolve_extra_bufts(extra_bufts, ftype=model_ftype(path))
         self.device = resolve_device(gpu)
         params = ll.llama_model_default_params()
         params.n_gpu_layers = self.device.layers
