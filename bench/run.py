@@ -16,6 +16,9 @@ and finishes in under 10 minutes on 2 cores.
 (f) reranking latency for the top 10
 (g) peak RSS of `index` and of `launch` (serving text; with the mmproj loaded)
 (h) cold start: `launch` until the page answers, and until the first query's results show
+(q) quantizations (only with --only q): Q4_0, Q4_K_S, Q4_K_M, IQ4_NL, Q8_0 and F16 of the
+    embedding twin, each made from the same F16 weights: size, tokens/s as in (a) with extra
+    buffer types on and off, and 1 - cos of their vectors to F16's over a few hundred texts
 (w) full text: time until every file of a tree is findable by the words of its body (no
     model work), words-tier throughput on a 10k plain-text tree, full-text query latency
     at 10k and 100k chunks, and the database's size against the text it holds
@@ -247,13 +250,13 @@ class Ceiling:
     Sampled again right before and after each (b) run: this shared VM's speed drifts by
     tens of percent over minutes, so each ratio is taken against its own neighbours."""
 
-    def __init__(self, twin, threads: int, extra_bufts: bool | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: Path, threads: int, extra_bufts: bool | None = None) -> None:
         import llama_cpp.llama_cpp as ll
 
         from launcher import native
 
         native.set_verbose(False)
-        self.model = native.Model(twin.embedding, extra_bufts=extra_bufts)
+        self.model = native.Model(model, extra_bufts=extra_bufts)
         self.ctx = native.Context(
             self.model, native.ContextShape(1, 1024), threads=threads, embeddings=False,
             pooling=ll.LLAMA_POOLING_TYPE_NONE,
@@ -289,7 +292,7 @@ def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: i
         why = "llama.cpp's AMX path would crash here (ggml-org/llama.cpp PR #26954)"
         res.add("a", "  the same, extra buffer types on", "not run", note=why)
         return tps
-    other = Ceiling(twin, threads, extra_bufts=not used.on)
+    other = Ceiling(twin.embedding, threads, extra_bufts=not used.on)
     try:
         pairs = [(ceiling.sample(), other.sample()) for _ in range(repeats)]
     finally:
@@ -298,6 +301,83 @@ def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: i
     res.add("a", f"  the same, extra buffer types {off}", f"{that:.1f} tok/s",
             note=f"interleaved with {this:.1f} tok/s with them {on}")  # fmt: skip
     return tps
+
+
+# (q) quantizations of the embedding twin against its F16 weights (issue 12 item 5)
+QUANT_INPUTS = 128  # texts of 4 to 32 tokens (in the chat template)
+QUANT_INPUTS_OTHER = 32  # of them, for the extra-buffer-types setting that auto does not use
+DEVIATION_TARGET = 1e-3  # the default download changes only for a faster quant this close
+
+
+def deviation_inputs(n: int) -> list[str]:
+    rng = random.Random(12)
+    return [text_of(rng.randint(4, 32), rng) for _ in range(n)]
+
+
+def bench_quants(threads: int, quick: bool, res: Results) -> None:
+    """(q) each quantization of the twin (made from its F16 weights by llama.cpp's own
+    ``llama_model_quantize``): file size; tokens/s as in (a), with extra buffer types on and
+    off, sampled alternately and next to the Q4_K_M twin (off) loaded alongside, so the
+    ratio to it is taken in the same minutes on this shared machine; and 1 - cos of its
+    vectors to the F16 twin's over QUANT_INPUTS texts with extra buffer types as ``auto``
+    sets them, and over the first QUANT_INPUTS_OTHER texts the other way (their effect is
+    kernel rounding, ~1e-4, far below quantization's)."""
+    from numpy.linalg import norm
+    from twin import QUANTS, ensure_quants
+
+    from launcher import native, paths
+    from launcher.embedder import Embedder
+
+    files = ensure_quants()
+    texts = deviation_inputs(32 if quick else QUANT_INPUTS)
+    other_n = min(len(texts), QUANT_INPUTS_OTHER)
+
+    def vectors(path: Path, extra: bool, n: int) -> np.ndarray:
+        with Embedder(path, threads=threads, extra_bufts=extra) as emb:
+            return emb.embed(texts[:n])
+
+    cached = paths.cache_dir() / "bench" / f"twin-f16-vectors-{len(texts)}.npy"
+    if cached.exists():  # the F16 twin's vectors for these texts (minutes to compute)
+        ref = np.load(cached)
+    else:
+        started = time.perf_counter()
+        ref = vectors(files["F16"], False, len(texts))
+        np.save(cached, ref)
+        took = time.perf_counter() - started
+        print(f"       F16 reference: {len(texts)} texts in {took:.0f} s", flush=True)
+    base = Ceiling(files["Q4_K_M"], threads, extra_bufts=False)
+    try:
+        for q in QUANTS:
+            size = files[q].stat().st_size / 1e9
+            on, off = Ceiling(files[q], threads, True), Ceiling(files[q], threads, False)
+            try:
+                rounds = [(on.sample(), off.sample(), base.sample()) for _ in range(3)]
+            finally:
+                on.close()
+                off.close()
+            t_on, t_off, t_base = (median([r[i] for r in rounds]) for i in range(3))
+            res.add("q", f"{q} ({size:.2f} GB): tok/s, extra buffer types on / off",
+                    f"{t_on:.1f} / {t_off:.1f}",
+                    note=f"x{t_on / t_base:.2f} / x{t_off / t_base:.2f} of Q4_K_M without "
+                    f"them ({t_base:.1f} tok/s, sampled alongside)")  # fmt: skip
+            if q == "F16":
+                continue  # the reference itself
+            auto = native.resolve_extra_bufts(ftype=native.model_ftype(files[q])).on
+            gaps = {}
+            for extra, n in ((auto, len(texts)), (not auto, other_n)):
+                got = vectors(files[q], extra, n)
+                cos = (got * ref[:n]).sum(axis=1) / (norm(got, axis=1) * norm(ref[:n], axis=1))
+                gaps[extra] = 1.0 - cos.astype(np.float64)
+            mean = float(gaps[auto].mean())
+            other = "on" if not auto else "off"
+            res.add("q", f"{q}: 1 - cos to F16 over {len(texts)} texts, mean / max",
+                    f"{mean:.1e} / {gaps[auto].max():.1e}",
+                    f"<= {DEVIATION_TARGET:.0e} mean", mean <= DEVIATION_TARGET,
+                    note=f"extra buffer types {'on' if auto else 'off'} (auto); {other}, "
+                    f"first {other_n} texts: {gaps[not auto].mean():.1e} / "
+                    f"{gaps[not auto].max():.1e}")  # fmt: skip
+    finally:
+        base.close()
 
 
 def run_index(
@@ -1054,7 +1134,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", default="",
-                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent")  # fmt: skip
+                        help="sections: a,b,c,d,e,f,g,h,names,release,w,recent,q")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1082,7 +1162,7 @@ def main() -> int:
     sections: list[tuple[str, Callable[[], object]]] = []
     ceiling: Ceiling | None = None
     if want("a") or want("b"):
-        ceiling = first = Ceiling(twin, threads)
+        ceiling = first = Ceiling(twin.embedding, threads)
         sections.append(
             ("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res, twin, threads))
         )
@@ -1093,6 +1173,8 @@ def main() -> int:
         sections.append(("d, f", lambda: bench_queries(twin, threads, args.quick, res)))
     if want("e"):
         sections.append(("e", lambda: bench_scan(args.quick, res)))
+    if only and want("q"):  # quantizations: ~40 min on 2 cores, run only when asked for
+        sections.append(("q", lambda: bench_quants(threads, args.quick, res)))
     if want("h") or want("g"):
         sections.append(("g, h", lambda: bench_launch(env, work, res)))
     if want("g") or want("release"):
