@@ -23,10 +23,12 @@ from launcher.inputs import EmbedInput
 
 # A GPU is another path through the same computation, but not the CPU's kernels: its
 # reductions run in another order (warp shuffles, split-K), and the CUDA/Metal matmuls of
-# F16 weights (the mmproj) may round activations to F16. Measured GPU/CPU gaps on
-# embedding models are ~1e-6..1e-5 (1 - cos); 1e-4 stays far below the gap between any two
-# different inputs (numeric.DIFFERENT is the floor of that) and catches a wrong offload
-# (a layer skipped or read twice moves a vector by > 1e-2).
+# F16 weights (the mmproj) may round activations to F16 (a relative 5e-4 per element),
+# so numeric.SAME (1e-6, made for the CPU's own paths) is too tight. 1e-4 is the
+# cosine >= 0.9999 that issue 12 asks of a remote server, the same order as the 1e-4 the
+# vLLM ports report against transformers; it stays at numeric.DIFFERENT, the floor of the
+# gap between two different inputs, and a wrong offload (a layer skipped or read twice)
+# moves a vector by far more. Not measured here: this machine has no GPU.
 GPU_SAME = 1e-4
 
 OFFLOAD = native.supports_gpu_offload()
