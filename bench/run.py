@@ -316,7 +316,7 @@ def deviation_inputs(n: int) -> list[str]:
 
 
 def bench_quants(threads: int, quick: bool, res: Results, only: list[str] | None = None,
-                 flush: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+                 flush: Callable[[], None] = lambda: None, speed: bool = True) -> None:  # fmt: skip
     """(q) each quantization of the twin (made from its F16 weights by llama.cpp's own
     ``llama_model_quantize``): file size; tokens/s as in (a), with extra buffer types on and
     off, sampled alternately and next to the Q4_K_M twin (off) loaded alongside, so the
@@ -341,9 +341,9 @@ def bench_quants(threads: int, quick: bool, res: Results, only: list[str] | None
         with Embedder(path, threads=threads, extra_bufts=extra) as emb:
             return emb.embed(texts[:n])
 
-    base = Ceiling(files["Q4_K_M"], threads, extra_bufts=False)
+    base = Ceiling(files["Q4_K_M"], threads, extra_bufts=False) if speed else None
     try:
-        for q in quants:
+        for q in quants if base is not None else []:
             size = files[q].stat().st_size / 1e9
             on, off = Ceiling(files[q], threads, True), Ceiling(files[q], threads, False)
             try:
@@ -358,7 +358,8 @@ def bench_quants(threads: int, quick: bool, res: Results, only: list[str] | None
                     f"them ({t_base:.1f} tok/s, sampled alongside)")  # fmt: skip
             flush()
     finally:
-        base.close()
+        if base is not None:
+            base.close()
     cached = paths.cache_dir() / "bench" / f"twin-f16-vectors-{len(texts)}.npy"
     if cached.exists():  # the F16 twin's vectors for these texts (minutes to compute)
         ref = np.load(cached)
@@ -1051,8 +1052,9 @@ NOTES = """
 - **Extra buffer types** (row "a, the same"): llama.cpp's repacked weights (and AMX
   buffers where built) against plain memory-mapped weights, sampled alternately. `auto`
   turns them off where llama.cpp's AMX path would crash (issue 14) and for Q4_K_S/Q4_K_M
-  models on CPUs with AVX-512, where plain Q4_K is faster (rows a and q); Q4_0 and IQ4_NL
-  keep them (repacked is faster on the same CPU, rows q).
+  models on CPUs with AVX-512, where plain Q4_K was faster (row a: 209.8 against 143.9
+  tok/s at load ~1; a first run of q at load ~7: 37.0 against 24.7). Q4_0 keeps them
+  (that first run: 40.3 tok/s repacked against 15.0 plain), and so does every other type.
 - **(q)** Every quantization is made from the same F16 twin by llama.cpp's own
   `llama_model_quantize`. The twin's weights are random: its deviations from F16 are those
   of random weights in the real shapes, which 4-bit rounding hurts more than trained ones
@@ -1060,6 +1062,8 @@ NOTES = """
   quantizations rather than predict a trained model's figures. tok/s are one 512-token
   decode as in (a), on and off sampled alternately with the Q4_K_M twin (plain) next to
   them: on this shared machine the ratio to it (note) compares rows taken minutes apart.
+  At a load average of 10 or more on 2 cores, llama.cpp's two threads mostly wait for each
+  other and every kernel comes out alike: compare kernels on a quiet machine (load ~1).
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
   dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
 - **(c)** "findable by name" is tier 0 of a run: the walk and one commit of every new
@@ -1153,6 +1157,8 @@ def main() -> int:
                         help="sections: a,b,c,d,e,f,g,h,names,release,w,recent,q")  # fmt: skip
     parser.add_argument("--quants", default="",
                         help="with --only q: only these (e.g. Q4_0,IQ4_NL)")  # fmt: skip
+    parser.add_argument("--deviation-only", action="store_true",
+                        help="with --only q: vectors against F16 only, no tok/s")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1177,7 +1183,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="launcher-bench-"))
     command = "python bench/run.py" + (" --quick" if args.quick else "") + (
         f" --only {args.only}" if args.only else "") + (
-        f" --quants {args.quants}" if args.quants else "")  # fmt: skip
+        f" --quants {args.quants}" if args.quants else "") + (
+        " --deviation-only" if args.deviation_only else "")  # fmt: skip
     sections: list[tuple[str, Callable[[], object]]] = []
     ceiling: Ceiling | None = None
     if want("a") or want("b"):
@@ -1194,7 +1201,8 @@ def main() -> int:
         sections.append(("e", lambda: bench_scan(args.quick, res)))
     if only and want("q"):  # quantizations: ~40 min on 2 cores, run only when asked for
         quants = [q for q in args.quants.split(",") if q] or None
-        sections.append(("q", lambda: bench_quants(threads, args.quick, res, quants, partial)))
+        sections.append(("q", lambda: bench_quants(threads, args.quick, res, quants, partial,
+                                                   speed=not args.deviation_only)))  # fmt: skip
     if want("h") or want("g"):
         sections.append(("g, h", lambda: bench_launch(env, work, res)))
     if want("g") or want("release"):
