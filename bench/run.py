@@ -16,6 +16,9 @@ and finishes in under 10 minutes on 2 cores.
 (f) reranking latency for the top 10
 (g) peak RSS of `index` and of `launch` (serving text; with the mmproj loaded)
 (h) cold start: `launch` until the page answers, and until the first query's results show
+(q) quantizations (only with --only q): Q4_0, Q4_K_S, Q4_K_M, IQ4_NL, Q8_0 and F16 of the
+    embedding twin, each made from the same F16 weights: size, tokens/s as in (a) with extra
+    buffer types on and off, and 1 - cos of their vectors to F16's over a few hundred texts
 (w) full text: time until every file of a tree is findable by the words of its body (no
     model work), words-tier throughput on a 10k plain-text tree, full-text query latency
     at 10k and 100k chunks, and the database's size against the text it holds
@@ -92,7 +95,7 @@ class Results:
             note: str = "") -> None:  # fmt: skip
         self.rows.append(Row(key, what, value, target, ok, note))
         mark = "" if ok is None else (" ✓" if ok else " ✗")
-        print(f"  {key:4} {what:58} {value:>16}{mark}  {target}", flush=True)
+        print(f"  {key:4} {what:58} {value:>16}{mark}  {target}  {note}", flush=True)
 
 
 def median(xs: list[float]) -> float:
@@ -140,7 +143,8 @@ def machine() -> dict[str, str]:
         "llama.cpp build": ", ".join(
             x for x in ("AVX2", "AVX512", "AVX512_VNNI", "AMX_INT8", "REPACK") if x in build
         ),
-        "extra buffer types": native.resolve_extra_bufts().describe(),
+        # for the Q4_K_M twin (llama_ftype 15) that sections a to h run
+        "extra buffer types": native.resolve_extra_bufts(ftype=15).describe(),
         "cores": f"{physical_cores()} physical / {os.cpu_count()} logical",
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
         # other processes' load at the start: figures taken on a busy machine are lower
@@ -260,13 +264,13 @@ class Ceiling:
     Sampled again right before and after each (b) run: this shared VM's speed drifts by
     tens of percent over minutes, so each ratio is taken against its own neighbours."""
 
-    def __init__(self, twin, threads: int, extra_bufts: bool | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: Path, threads: int, extra_bufts: bool | None = None) -> None:
         import llama_cpp.llama_cpp as ll
 
         from launcher import native
 
         native.set_verbose(False)
-        self.model = native.Model(twin.embedding, extra_bufts=extra_bufts)
+        self.model = native.Model(model, extra_bufts=extra_bufts)
         self.ctx = native.Context(
             self.model, native.ContextShape(1, 1024), threads=threads, embeddings=False,
             pooling=ll.LLAMA_POOLING_TYPE_NONE,
@@ -302,7 +306,7 @@ def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: i
         why = "llama.cpp's AMX path would crash here (ggml-org/llama.cpp PR #26954)"
         res.add("a", "  the same, extra buffer types on", "not run", note=why)
         return tps
-    other = Ceiling(twin, threads, extra_bufts=not used.on)
+    other = Ceiling(twin.embedding, threads, extra_bufts=not used.on)
     try:
         pairs = [(ceiling.sample(), other.sample()) for _ in range(repeats)]
     finally:
@@ -311,6 +315,91 @@ def bench_ceiling(ceiling: Ceiling, repeats: int, res: Results, twin, threads: i
     res.add("a", f"  the same, extra buffer types {off}", f"{that:.1f} tok/s",
             note=f"interleaved with {this:.1f} tok/s with them {on}")  # fmt: skip
     return tps
+
+
+# (q) quantizations of the embedding twin against its F16 weights (issue 12 item 5)
+QUANT_INPUTS = 128  # texts of 4 to 32 tokens (in the chat template)
+QUANT_INPUTS_OTHER = 32  # of them, for the extra-buffer-types setting that auto does not use
+DEVIATION_TARGET = 1e-3  # the default download changes only for a faster quant this close
+
+
+def deviation_inputs(n: int) -> list[str]:
+    rng = random.Random(12)
+    return [text_of(rng.randint(4, 32), rng) for _ in range(n)]
+
+
+def bench_quants(threads: int, quick: bool, res: Results, only: list[str] | None = None,
+                 flush: Callable[[], None] = lambda: None, speed: bool = True) -> None:  # fmt: skip
+    """(q) each quantization of the twin (made from its F16 weights by llama.cpp's own
+    ``llama_model_quantize``): file size; tokens/s as in (a), with extra buffer types on and
+    off, sampled alternately and next to the Q4_K_M twin (off) loaded alongside, so the
+    ratio to it is taken in the same minutes on this shared machine; and 1 - cos of its
+    vectors to the F16 twin's over QUANT_INPUTS texts with extra buffer types as ``auto``
+    sets them, and over the first QUANT_INPUTS_OTHER texts the other way (their effect is
+    kernel rounding, ~1e-4, far below quantization's). ``flush`` after each row: the
+    section takes long on a busy machine. The F16 vectors are cached: several runs with
+    ``--quants`` share them."""
+    from numpy.linalg import norm
+    from twin import QUANTS, ensure_quants
+
+    from launcher import native, paths
+    from launcher.embedder import Embedder
+
+    files = ensure_quants()
+    quants = [q for q in QUANTS if not only or q in only]
+    texts = deviation_inputs(32 if quick else QUANT_INPUTS)
+    other_n = min(len(texts), QUANT_INPUTS_OTHER)
+
+    def vectors(path: Path, extra: bool, n: int) -> np.ndarray:
+        with Embedder(path, threads=threads, extra_bufts=extra) as emb:
+            return emb.embed(texts[:n])
+
+    base = Ceiling(files["Q4_K_M"], threads, extra_bufts=False) if speed else None
+    try:
+        for q in quants if base is not None else []:
+            size = files[q].stat().st_size / 1e9
+            on, off = Ceiling(files[q], threads, True), Ceiling(files[q], threads, False)
+            try:
+                rounds = [(on.sample(), off.sample(), base.sample()) for _ in range(3)]
+            finally:
+                on.close()
+                off.close()
+            t_on, t_off, t_base = (median([r[i] for r in rounds]) for i in range(3))
+            res.add("q", f"{q} ({size:.2f} GB): tok/s, extra buffer types on / off",
+                    f"{t_on:.1f} / {t_off:.1f}",
+                    note=f"x{t_on / t_base:.2f} / x{t_off / t_base:.2f} of Q4_K_M without "
+                    f"them ({t_base:.1f} tok/s, sampled alongside)")  # fmt: skip
+            flush()
+    finally:
+        if base is not None:
+            base.close()
+    cached = paths.cache_dir() / "bench" / f"twin-f16-vectors-{len(texts)}.npy"
+    if cached.exists():  # the F16 twin's vectors for these texts (minutes to compute)
+        ref = np.load(cached)
+    else:
+        started = time.perf_counter()
+        ref = vectors(files["F16"], False, len(texts))
+        np.save(cached, ref)
+        took = time.perf_counter() - started
+        print(f"       F16 reference: {len(texts)} texts in {took:.0f} s", flush=True)
+    for q in quants:
+        if q == "F16":
+            continue  # the reference itself
+        auto = native.resolve_extra_bufts(ftype=native.model_ftype(files[q])).on
+        gaps = {}
+        for extra, n in ((auto, len(texts)), (not auto, other_n)):
+            got = vectors(files[q], extra, n)
+            cos = (got * ref[:n]).sum(axis=1) / (norm(got, axis=1) * norm(ref[:n], axis=1))
+            gaps[extra] = 1.0 - cos.astype(np.float64)
+        mean = float(gaps[auto].mean())
+        other = "on" if not auto else "off"
+        res.add("q", f"{q}: 1 - cos to F16 over {len(texts)} texts, mean / max",
+                f"{mean:.1e} / {gaps[auto].max():.1e}",
+                f"<= {DEVIATION_TARGET:.0e} mean", mean <= DEVIATION_TARGET,
+                note=f"extra buffer types {'on' if auto else 'off'} (auto); {other}, "
+                f"first {other_n} texts: {gaps[not auto].mean():.1e} / "
+                f"{gaps[not auto].max():.1e}")  # fmt: skip
+        flush()
 
 
 def run_index(
@@ -1151,9 +1240,20 @@ NOTES = """
   the vision encoder changes its output by 1-cos 3e-7; in the text model it stays off,
   since there it makes a vector depend on the batch layout.
 - **Extra buffer types** (row "a, the same"): llama.cpp's repacked weights (and AMX
-  buffers where built) against plain memory-mapped weights, sampled alternately; `auto`
-  keeps them on except where llama.cpp's AMX path would crash (issue 14), and
-  `extra_buffer_types = false` turns them off where they do not pay.
+  buffers where built) against plain memory-mapped weights, sampled alternately. `auto`
+  turns them off where llama.cpp's AMX path would crash (issue 14) and for Q4_K_S/Q4_K_M
+  models on CPUs with AVX-512, where plain Q4_K was faster (row a: 209.8 against 143.9
+  tok/s at load ~1; a first run of q at load ~7: 37.0 against 24.7). Q4_0 keeps them
+  (that first run: 40.3 tok/s repacked against 15.0 plain), and so does every other type.
+- **(q)** Every quantization is made from the same F16 twin by llama.cpp's own
+  `llama_model_quantize`. The twin's weights are random: its deviations from F16 are those
+  of random weights in the real shapes, which 4-bit rounding hurts more than trained ones
+  (no outliers or structure for the K-quant scales to follow), so they rank the
+  quantizations rather than predict a trained model's figures. tok/s are one 512-token
+  decode as in (a), on and off sampled alternately with the Q4_K_M twin (plain) next to
+  them: on this shared machine the ratio to it (note) compares rows taken minutes apart.
+  At a load average of 10 or more on 2 cores, llama.cpp's two threads mostly wait for each
+  other and every kernel comes out alike: compare kernels on a quiet machine (load ~1).
 - **(e)** uses synthetic clustered vectors whose energy is concentrated in the leading
   dims, as in Matryoshka-trained embeddings; indexes under 8,192 rows are scanned exactly.
 - **(c)** "findable by name" is tier 0 of a run: the walk and one commit of every new
@@ -1264,6 +1364,10 @@ def main() -> int:
                         help="files in the (scale) indexes")  # fmt: skip
     parser.add_argument("--scalep-sizes", default="10000,100000",
                         help="files in the (scalep) indexes, comma-separated")  # fmt: skip
+    parser.add_argument("--quants", default="",
+                        help="with --only q: only these (e.g. Q4_0,IQ4_NL)")  # fmt: skip
+    parser.add_argument("--deviation-only", action="store_true",
+                        help="with --only q: vectors against F16 only, no tok/s")  # fmt: skip
     parser.add_argument("--tree-files", type=int, default=None, help="files in the (c) tree")
     parser.add_argument("--merge", action="store_true",
                         help="with --only: keep the other sections' rows of --out")  # fmt: skip
@@ -1289,11 +1393,13 @@ def main() -> int:
     res = Results()
     work = Path(tempfile.mkdtemp(prefix="launcher-bench-"))
     command = "python bench/run.py" + (" --quick" if args.quick else "") + (
-        f" --only {args.only}" if args.only else "")  # fmt: skip
+        f" --only {args.only}" if args.only else "") + (
+        f" --quants {args.quants}" if args.quants else "") + (
+        " --deviation-only" if args.deviation_only else "")  # fmt: skip
     sections: list[tuple[str, Callable[[], object]]] = []
     ceiling: Ceiling | None = None
     if want("a") or want("b"):
-        ceiling = first = Ceiling(twin, threads)
+        ceiling = first = Ceiling(twin.embedding, threads)
         sections.append(
             ("a", lambda: bench_ceiling(first, 2 if args.quick else 3, res, twin, threads))
         )
@@ -1304,6 +1410,10 @@ def main() -> int:
         sections.append(("d, f", lambda: bench_queries(twin, threads, args.quick, res)))
     if want("e"):
         sections.append(("e", lambda: bench_scan(args.quick, res)))
+    if only and want("q"):  # quantizations: ~40 min on 2 cores, run only when asked for
+        quants = [q for q in args.quants.split(",") if q] or None
+        sections.append(("q", lambda: bench_quants(threads, args.quick, res, quants, partial,
+                                                   speed=not args.deviation_only)))  # fmt: skip
     if want("h") or want("g"):
         sections.append(("g, h", lambda: bench_launch(env, work, res)))
     if want("g") or want("release"):
@@ -1328,6 +1438,9 @@ def main() -> int:
     if want("c"):  # the longest: last, so a full run's other figures are on disk early
         sections.append(("c", lambda: bench_tree(env, work, files, res)))
     earlier_text = args.out.read_text() if args.merge and only and args.out.exists() else None
+
+    def partial() -> None:
+        write(command + " (partial)")
 
     def write(what: str) -> None:
         seconds = time.perf_counter() - started

@@ -6,6 +6,7 @@ the text models are quantized to Q4_K_M with llama.cpp's own ``llama_model_quant
 mmproj stays F16 (as published). Generated once into the cache dir, never committed.
 
     python bench/twin.py            # build (or reuse) and print the paths
+    python bench/twin.py --quants   # the embedding twin in F16 and each quantization of QUANTS
 """
 
 from __future__ import annotations
@@ -60,6 +61,44 @@ def qwen2_vocab_file() -> Path:
     return target
 
 
+# The quantizations compared by bench/run.py section q (issue 12 item 5).
+QUANTS = ("F16", "Q8_0", "Q4_K_M", "Q4_K_S", "Q4_0", "IQ4_NL")
+
+
+def f16_twin(folder: Path, vocab=None, *, log=print) -> Path:  # type: ignore[no-untyped-def]
+    """The embedding twin's F16 weights (seed 7: every quantization of the bench comes from
+    these, the Q4_K_M of ``ensure_twin`` included). About 3.5 GB; kept once made."""
+    out = folder / "twin-embedding-2b-F16.gguf"
+    if not out.exists():
+        started = time.monotonic()
+        tmp = out.with_suffix(".part")
+        vocab = vocab or synth.qwen2_vocab_from_gguf(qwen2_vocab_file())
+        synth.write_text_model(
+            tmp, role="embedding", seed=7, shape=synth.QWEN3VL_2B_TEXT, vocab=vocab
+        )  # type: ignore[arg-type]
+        tmp.replace(out)
+        log(f"built {out.name} in {time.monotonic() - started:.0f} s")
+    return out
+
+
+def ensure_quants(folder: Path | None = None, quants=QUANTS, *, log=print) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """The embedding twin in each of ``quants``, each made from the F16 twin by llama.cpp's
+    own ``llama_model_quantize`` (cached beside the other twins)."""
+    folder = paths.ensure(folder or paths.cache_dir() / "bench")
+    f16 = f16_twin(folder, log=log)
+    out = {"F16": f16}
+    for q in quants:
+        if q == "F16":
+            continue
+        target = folder / f"twin-embedding-2b-{q}.gguf"
+        if not target.exists():
+            started = time.monotonic()
+            synth.quantize(f16, target, q)
+            log(f"built {target.name} in {time.monotonic() - started:.0f} s")
+        out[q] = target
+    return {q: out[q] for q in quants}
+
+
 def ensure_twin(folder: Path | None = None, *, log=print) -> Twin:  # type: ignore[no-untyped-def]
     folder = paths.ensure(folder or paths.cache_dir() / "bench")
     twin = Twin(
@@ -88,6 +127,10 @@ def ensure_twin(folder: Path | None = None, *, log=print) -> Twin:  # type: igno
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--quants"]:
+        for q, p in ensure_quants().items():
+            print(f"{q:10} {p} ({p.stat().st_size / 1e9:.2f} GB)")
+        raise SystemExit(0)
     t = ensure_twin()
     for name in ("embedding", "mmproj", "reranker"):
         p = getattr(t, name)

@@ -17,6 +17,7 @@ from .errors import IndexBusy, IndexMismatch, LauncherError, ModelError
 from .fulltext import FullText, FullTextUnavailable
 from .indexer import Indexer, Progress
 from .models import REMEMBERED, ResolvedModels, resolve
+from .native import GpuSetting
 from .reranker import Reranker
 from .store import Store, read_models
 from .walk import IndexSettings, load_settings
@@ -31,6 +32,7 @@ class App:
     models: ResolvedModels
     settings: IndexSettings
     threads: int | None = None
+    gpu: GpuSetting | None = None  # --gpu (None: $LAUNCHER_GPU, config, auto)
     verbose: bool = False
     index_dir: Path | None = None
     engine: EngineSettings | None = None  # a remote engine (--engine URL); None: this machine
@@ -50,6 +52,7 @@ class App:
         reranker: str | None = None,
         reranker_mmproj: str | None = None,
         threads: int | None = None,
+        gpu: GpuSetting | None = None,
         verbose: bool = False,
         roles: tuple[str, ...] = ("embedding",),
         index_dir: Path | None = None,
@@ -75,7 +78,8 @@ class App:
             roles=roles, remembered=read_models(index_dir) if remember else None,
         )  # fmt: skip
         return cls(models=models, settings=load_settings(), threads=threads or models.threads,
-                   verbose=verbose, index_dir=index_dir, reranker_path=reranker)  # fmt: skip
+                   gpu=gpu, verbose=verbose, index_dir=index_dir,
+                   reranker_path=reranker)  # fmt: skip
 
     @property
     def model_path(self) -> Path:
@@ -148,6 +152,14 @@ class App:
             "mmproj": str(mmproj.absolute()) if mmproj else None,
         }
 
+    def device_text(self) -> str:
+        """Where the models run (``--gpu``, $LAUNCHER_GPU, config), without loading them."""
+        from .native import physical_cores, resolve_device
+
+        if self.engine is not None:  # the embedding model runs on the server
+            return f"engine: {self.engine.url}"
+        return resolve_device(self.gpu).describe(self.threads or physical_cores())
+
     def check_model(self) -> None:
         """Load the embedding model and embed one input: a broken or wrong file fails here,
         before anything touches the index."""
@@ -186,6 +198,7 @@ class App:
                     self.model_path,
                     self.models.mmproj,
                     threads=self.threads,
+                    gpu=self.gpu,
                     verbose=self.verbose,
                     max_pixels=self.settings.image_pixel_budget,
                 )
@@ -204,7 +217,7 @@ class App:
                 found = resolve(reranker=self.reranker_path, roles=("reranker",))
                 self._reranker = Reranker(
                     found.require_reranker(), found.reranker_mmproj, threads=self.threads,
-                    verbose=self.verbose, max_pixels=self.settings.image_pixel_budget,
+                    gpu=self.gpu, verbose=self.verbose, max_pixels=self.settings.image_pixel_budget,
                 )  # fmt: skip
             return self._reranker
 

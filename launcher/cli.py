@@ -38,6 +38,17 @@ def score(text: str) -> float:
     return value
 
 
+def gpu_setting(text: str) -> Any:
+    """argparse type: ``auto``, ``off`` or a number of layers to put on the GPU."""
+    from .config import parse_gpu
+    from .errors import ConfigError
+
+    try:
+        return parse_gpu(text, "--gpu")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--gpu ")) from None
+
+
 def common_parser() -> argparse.ArgumentParser:
     """Flags every command accepts (model selection, threads, verbosity)."""
     p = argparse.ArgumentParser(add_help=False)
@@ -50,6 +61,11 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads (default: physical cores)"
     )
+    g.add_argument(
+        "--gpu", type=gpu_setting, default=None, metavar="auto|off|N",
+        help="GPU offload: auto (all layers when llama.cpp was built with a GPU backend), off, "
+        "or N layers (else $LAUNCHER_GPU, config gpu, auto)",
+    )  # fmt: skip
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log output")
     g.add_argument(
         "--engine",

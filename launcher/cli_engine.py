@@ -53,7 +53,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"threads": args.threads, "verbose": args.verbose}
+    return {"threads": args.threads, "gpu": args.gpu, "verbose": args.verbose}
 
 
 def _embedder(args: argparse.Namespace) -> tuple[Any, str]:

@@ -50,8 +50,8 @@ def _app(args: argparse.Namespace) -> Any:
     from .app import App
 
     return App.create(
-        model=args.model, mmproj=args.mmproj, threads=args.threads, verbose=args.verbose,
-        engine=args.engine,
+        model=args.model, mmproj=args.mmproj, threads=args.threads, gpu=args.gpu,
+        verbose=args.verbose, engine=args.engine,
     )  # fmt: skip
 
 
@@ -348,6 +348,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         with store:
             data = _info(store)
+    data["device"] = _device(args)
     if args.json:
         json.dump(data, sys.stdout)
         sys.stdout.write("\n")
@@ -360,6 +361,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Model: {where} ({data['dims']} dims)")
     if data["model_files"].get("engine"):
         print(f"Engine: {data['model_files']['engine']} (last run embedded there)")
+    print(f"Device: {data['device']['text']}")
     print("Roots:")
     for root in data["roots"]:
         print(f"  {root}")
@@ -389,6 +391,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if len(data["errors"]) > 50:
         print(f"  … and {len(data['errors']) - 50} more (--json lists all)")
     return 0
+
+
+def _device(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the model runs for commands with these flags (``--gpu``, ``--threads``)."""
+    from .config import load_config
+    from .native import physical_cores, resolve_device
+
+    device = resolve_device(args.gpu)
+    threads = args.threads or load_config().threads or physical_cores()
+    return {
+        "kind": device.kind, "name": device.name, "layers": device.layers,
+        "mmproj_gpu": device.mmproj_gpu, "why": device.why, "text": device.describe(threads),
+    }  # fmt: skip
 
 
 def _info(store: Any) -> dict[str, Any]:

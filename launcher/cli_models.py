@@ -42,6 +42,14 @@ def _has_option(parser: argparse.ArgumentParser, option: str) -> bool:
     return any(option in a.option_strings for a in parser._actions)
 
 
+def device_line(gpu: Any, threads: int | None) -> str:
+    """Where the models would run and why: ``CPU: AMD EPYC (AVX-512, 2 threads) [auto: ...]``."""
+    from .native import physical_cores, resolve_device
+
+    device = resolve_device(gpu)
+    return f"{device.describe(threads or physical_cores())} [{device.why}]"
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -126,9 +134,12 @@ def _list(args: argparse.Namespace) -> int:
         cfg = resolved.config_path
         if cfg is not None:
             print(f"  {'config':<16} {cfg}" + ("" if cfg.is_file() else " (not present)"))
-        from .native import resolve_extra_bufts
+        from .native import model_ftype, resolve_extra_bufts
 
-        print(f"  {'repack/AMX':<16} extra buffer types {resolve_extra_bufts().describe()}")
+        ftype = model_ftype(resolved.model) if resolved.model else None
+        bufts = resolve_extra_bufts(ftype=ftype).describe()
+        print(f"  {'repack/AMX':<16} extra buffer types {bufts}")
+        print(f"  {'device':<16} {device_line(args.gpu, args.threads or resolved.threads)}")
         if resolved.model is None and resolved.sources.get("model") != "off":
             print(f"\nNo embedding model: {models.PULL_HINT}.")
     if error is not None:

@@ -99,7 +99,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     with App.create(
         model=args.model, mmproj=args.mmproj, reranker=args.reranker, threads=args.threads,
-        verbose=args.verbose, engine=args.engine,
+        gpu=args.gpu, verbose=args.verbose, engine=args.engine,
     ) as app:  # fmt: skip
         store = app.open_store(writable=False)
         text = app.open_text(store)

@@ -29,7 +29,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     app = App.create(
         model=args.model, mmproj=args.mmproj, reranker=args.reranker, threads=args.threads,
-        verbose=args.verbose, engine=args.engine,
+        gpu=args.gpu, verbose=args.verbose, engine=args.engine,
     )  # fmt: skip
     if app.engine is None:
         app.model_path  # noqa: B018 - fail now, with its message, if there is no model

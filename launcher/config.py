@@ -14,7 +14,9 @@ Example::
 accepted too (a key written after ``[models]`` lands there). So does
 ``extra_buffer_types = "auto"``: ``true``/``false`` force llama.cpp's weight repacking and
 AMX buffers on or off; ``$LAUNCHER_EXTRA_BUFFER_TYPES`` overrides it
-(``native.resolve_extra_bufts``).
+(``native.resolve_extra_bufts``). ``gpu = "auto"`` (or ``"off"``, or a number of layers)
+says where the model runs; ``--gpu`` and ``$LAUNCHER_GPU`` override it
+(``native.resolve_device``).
 
 Relative paths are relative to the folder of the config file; ``~`` is expanded.
 A missing file means defaults. Other areas read their own tables from ``Config.raw``
@@ -33,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import paths
 from .errors import ConfigError
@@ -45,6 +47,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 MODEL_KEYS = ("model", "mmproj", "reranker", "reranker_mmproj")
 EXTRA_BUFFER_TYPES_ENV = "LAUNCHER_EXTRA_BUFFER_TYPES"
+GPU_ENV = "LAUNCHER_GPU"
 _SWITCH = {"auto": None, "on": True, "true": True, "yes": True, "1": True}
 _SWITCH.update({"off": False, "false": False, "no": False, "0": False})
 
@@ -61,6 +64,7 @@ class Config:
     reranker_mmproj: str | None = None
     threads: int | None = None
     extra_buffer_types: bool | None = None  # None: automatic
+    gpu: Literal["auto"] | int = "auto"  # GPU layers: "auto" (all if the build can), 0 = CPU
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def table(self, name: str) -> dict[str, Any]:
@@ -91,6 +95,21 @@ def parse_switch(value: object, where: str) -> bool | None:
     if isinstance(value, str) and value.strip().lower() in _SWITCH:
         return _SWITCH[value.strip().lower()]
     raise ConfigError(f"{where} must be on, off or auto (true/false), not {value!r}")
+
+
+def parse_gpu(value: object, where: str) -> Literal["auto"] | int:
+    """A ``gpu`` setting: "auto", or the number of layers to offload ("off" = 0)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("auto", "off"):
+            return "auto" if text == "auto" else 0
+        value = int(text) if text.isdigit() else value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(
+        f"{where} must be auto, off or a number of layers to put on the GPU (0 or more), "
+        f"not {value!r}"
+    )
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -134,9 +153,11 @@ def _from_raw(path: Path, raw: dict[str, Any]) -> Config:
         raise ConfigError(f"{path}: threads must be a whole number >= 1")
     bufts = raw.get("extra_buffer_types", models.get("extra_buffer_types"))
     extra = None if bufts is None else parse_switch(bufts, f"{path}: extra_buffer_types")
+    gpu = raw.get("gpu", models.get("gpu"))
     return Config(
-        path=path, exists=True, threads=threads, extra_buffer_types=extra, raw=raw, **values
-    )
+        path=path, exists=True, threads=threads, extra_buffer_types=extra, raw=raw,
+        gpu="auto" if gpu is None else parse_gpu(gpu, f"{path}: gpu"), **values,
+    )  # fmt: skip
 
 
 def save_config(raw: Mapping[str, Any], path: Path | None = None) -> Path:

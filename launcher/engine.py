@@ -163,6 +163,7 @@ class QwenEngine:
         max_pixels: int = img.MAX_PIXELS,
         verbose: bool = False,
         extra_bufts: bool | None = None,
+        gpu: native.GpuSetting | None = None,
     ) -> None:
         native.set_verbose(verbose)
         self.model_path = Path(model_path)
@@ -171,9 +172,10 @@ class QwenEngine:
         self.threads = threads or native.physical_cores()
         self.min_pixels = min_pixels
         self.max_pixels = max(min_pixels, min(max_pixels, img.MAX_PIXELS))
-        self.model = native.Model(self.model_path, extra_bufts=extra_bufts)
+        self.model = native.Model(self.model_path, extra_bufts=extra_bufts, gpu=gpu)
         if not self.model.extra_bufts.on:
             log.info("extra buffer types off: %s", self.model.extra_bufts.why)
+        log.info("%s runs on %s (%s)", self.model_path.name, self.device_text, self.device.why)
         self._owns_model = True
         self.max_tokens = min(max_tokens, self.model.n_ctx_train or max_tokens)
         if self.mmproj_path is not None:
@@ -211,6 +213,15 @@ class QwenEngine:
 
     def _read(self, ctx: native.Context, seq: int, row: int) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def device(self) -> native.Device:
+        return self.model.device
+
+    @property
+    def device_text(self) -> str:
+        """Where the model runs, for people: ``CPU: AMD EPYC (AVX-512, 2 threads)``."""
+        return self.device.describe(self.threads)
 
     @property
     def supports_images(self) -> bool:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -139,10 +139,11 @@ def physical_cores() -> int:
 # llama.cpp can place weights in "extra" CPU buffer types: CPU_REPACK (Q4_0, Q4_K, IQ4_NL...
 # rearranged for AVX2/AVX-512/NEON kernels) and, in a build made on a CPU with AMX, the AMX
 # buffer, whose matmul kills the process with SIGILL on worker threads (tilezero without
-# the thread's own XTILEDATA permission; ggml-org/llama.cpp PR #26954). Only that case turns
-# them off: repacking stays where it is safe. ``use_extra_bufts`` is the finest switch the
-# API has: a tensor override can pick CPU_REPACK per tensor, but forcing it onto a tensor
-# it cannot repack aborts.
+# the thread's own XTILEDATA permission; ggml-org/llama.cpp PR #26954). That case turns them
+# off, and so does a Q4_K model on a CPU with AVX-512, where the plain kernels are faster
+# (``repack_slower``); elsewhere repacking stays. ``use_extra_bufts`` is the finest switch
+# the API has: a tensor override can pick CPU_REPACK per tensor, but forcing it onto a
+# tensor it cannot repack aborts.
 
 AMX_PR = "ggml-org/llama.cpp PR #26954"
 # The first llama-cpp-python whose llama.cpp contains that fix; set it then and the guard
@@ -199,21 +200,40 @@ def amx_crash_risk(system_info: str, cpu_flags: frozenset[str] | None, version: 
     return amx_would_run(system_info, cpu_flags) and not amx_fixed(version, AMX_FIXED_IN)
 
 
+# Model file types (general.file_type, enum llama_ftype) whose weights are mostly Q4_K.
+Q4_K_FTYPES = {14: "Q4_K_S", 15: "Q4_K_M"}
+
+
+def repack_slower(system_info: str, cpu_flags: frozenset[str] | None, ftype: int | None) -> bool:
+    """A Q4_K model on a CPU with AVX-512 (and a build using it): there llama.cpp's plain
+    Q4_K kernels decode faster than its repacked ones (bench/run.py sections a and q, AMD
+    EPYC with AVX-512 VNNI: Q4_K_M 1.46x faster plain), while Q4_0 and IQ4_NL gain from
+    repacking on the same CPU, so only these file types turn it off."""
+    if ftype not in Q4_K_FTYPES or "AVX512" not in build_features(system_info):
+        return False
+    return cpu_flags is None or "avx512f" in cpu_flags
+
+
 def decide_extra_bufts(
     setting: bool | None,
     source: str,
     system_info: str,
     cpu_flags: frozenset[str] | None,
     version: str,
+    ftype: int | None = None,
 ) -> ExtraBufts:
     """Extra buffer types for a forced ``setting`` (True/False, from ``source``) or, for
-    None, automatically: on, unless llama.cpp's AMX path would run and crash."""
+    None, automatically: on, unless llama.cpp's AMX path would run and crash, or the model
+    (of file type ``ftype``) decodes faster without them on this CPU."""
     risky = amx_crash_risk(system_info, cpu_flags, version)
     if setting is not None:
         warn = f"; AMX may crash, see {AMX_PR}" if setting and risky else ""
         return ExtraBufts(setting, f"forced by {source}{warn}")
     if risky:
         return ExtraBufts(False, f"auto: AMX guard, {AMX_PR}")
+    if repack_slower(system_info, cpu_flags, ftype):
+        assert ftype is not None
+        return ExtraBufts(False, f"auto: plain {Q4_K_FTYPES[ftype]} is faster with AVX-512")
     return ExtraBufts(True, "auto")
 
 
@@ -245,9 +265,23 @@ def amx_guarded() -> bool:
     return amx_crash_risk(system_info(), cpu_flags(), llama_cpp_version())
 
 
-def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
-    """The extra-buffer-types decision for this process: ``setting`` if given, else
-    $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in the config file, else auto."""
+def model_ftype(path: Path) -> int | None:
+    """A GGUF's ``general.file_type`` (enum llama_ftype); None if absent or unreadable
+    (llama.cpp then says what is wrong with the file when it loads it)."""
+    from .errors import LauncherError
+    from .gguf_meta import read_metadata
+
+    try:
+        value = read_metadata(path).get("general.file_type")
+    except LauncherError:
+        return None
+    return value if isinstance(value, int) else None
+
+
+def resolve_extra_bufts(setting: bool | None = None, *, ftype: int | None = None) -> ExtraBufts:
+    """The extra-buffer-types decision for a model of file type ``ftype`` in this process:
+    ``setting`` if given, else $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in
+    the config file, else auto."""
     from . import config
 
     source = "the caller"
@@ -260,7 +294,139 @@ def resolve_extra_bufts(setting: bool | None = None) -> ExtraBufts:
             cfg = config.load_config()
             source = f"extra_buffer_types in {cfg.path}"
             setting = cfg.extra_buffer_types
-    return decide_extra_bufts(setting, source, system_info(), cpu_flags(), llama_cpp_version())
+    return decide_extra_bufts(
+        setting, source, system_info(), cpu_flags(), llama_cpp_version(), ftype
+    )
+
+
+# -- device: where llama.cpp runs a model (GPU offload) ------------------------------------
+
+GpuSetting = Literal["auto"] | int  # "auto", or n_gpu_layers to give llama.cpp (0: CPU only)
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a model runs. ``layers`` is what llama.cpp gets as ``n_gpu_layers`` (-1: all,
+    0: none); ``mmproj_gpu`` is mtmd's ``use_gpu``; ``kind`` is where the layers really
+    run ("cpu" when the build cannot offload, whatever was asked); ``why`` says what chose it."""
+
+    kind: Literal["cpu", "gpu"]
+    layers: int
+    mmproj_gpu: bool
+    name: str
+    why: str
+    isa: str = ""  # the CPU's vector extension llama.cpp uses ("AVX-512")
+
+    def describe(self, threads: int | None = None) -> str:
+        """E.g. ``CPU: AMD EPYC (AVX-512, 2 threads)`` or ``GPU: Apple M2 (MTL0), all layers``."""
+        named = f"{self.kind.upper()}: {self.name}" if self.name else self.kind.upper()
+        if self.kind == "gpu":
+            return f"{named}, {'all' if self.layers < 0 else self.layers} layers"
+        detail = ", ".join(x for x in (self.isa, f"{threads} threads" if threads else "") if x)
+        return named + (f" ({detail})" if detail else "")
+
+
+@dataclass(frozen=True)
+class BackendDevice:
+    """One ggml backend device (``ggml_backend_dev_*``): its name ("CUDA0", "MTL0", "CPU"),
+    description ("NVIDIA GeForce RTX 4070", "Apple M2", the CPU's model) and type."""
+
+    name: str
+    description: str
+    type: int  # enum ggml_backend_dev_type: 0 CPU, 1 GPU, 2 integrated GPU, 3 accelerator
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.type in (1, 2)
+
+
+def cpu_isa(build: frozenset[str], flags: frozenset[str] | None) -> str:
+    """The widest vector extension both llama.cpp's build and this CPU have ("" if none)."""
+
+    def has(feature: str, *cpu: str) -> bool:
+        return feature in build and (flags is None or any(c in flags for c in cpu))
+
+    for feature, cpu, label in (
+        ("AMX_INT8", ("amx_int8",), "AMX"),
+        ("AVX512", ("avx512f",), "AVX-512"),
+        ("AVX2", ("avx2",), "AVX2"),
+        ("NEON", ("neon", "asimd"), "NEON"),
+        ("AVX", ("avx",), "AVX"),
+    ):
+        if has(feature, *cpu):
+            return label
+    return ""
+
+
+def decide_device(
+    setting: GpuSetting, source: str, offload: bool, devices: Sequence[BackendDevice], isa: str
+) -> Device:
+    """The device for ``setting`` (from ``source``) on a build that can (``offload``) or cannot
+    offload to a GPU: ``auto`` = every layer and the mmproj on the GPU when it can, else the
+    CPU; 0 = the CPU only; N = N layers given to llama.cpp as they are (the mmproj on the GPU
+    when N > 0 and the build can offload)."""
+    cpus = [d for d in devices if d.type == 0]
+    cpu = cpus[0].description if cpus else ""
+    gpu = " + ".join(f"{d.description or d.name} ({d.name})" for d in devices if d.is_gpu)
+    if isinstance(setting, str):  # "auto"
+        if offload:
+            return Device("gpu", -1, True, gpu, "auto", isa)
+        return Device("cpu", 0, False, cpu, "auto: this llama.cpp build has no GPU offload", isa)
+    if setting == 0:
+        return Device("cpu", 0, False, cpu, f"off ({source})", isa)
+    if offload:
+        return Device("gpu", setting, True, gpu, f"{setting} layers ({source})", isa)
+    why = f"{source} asks for {setting} GPU layers, but this llama.cpp build has no GPU offload"
+    return Device("cpu", setting, False, cpu, why, isa)
+
+
+@functools.cache
+def backend_devices() -> tuple[BackendDevice, ...]:
+    """The devices llama.cpp's ggml registered (the CPU, and each GPU the build supports)."""
+    _backend()
+    try:
+        from llama_cpp._ggml import libggml as g
+
+        g.ggml_backend_dev_count.restype = ctypes.c_size_t
+        g.ggml_backend_dev_get.restype = ctypes.c_void_p
+        g.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (g.ggml_backend_dev_name, g.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        g.ggml_backend_dev_type.restype = ctypes.c_int
+        g.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        out = []
+        for i in range(int(g.ggml_backend_dev_count())):
+            dev = g.ggml_backend_dev_get(i)
+            name = (g.ggml_backend_dev_name(dev) or b"").decode("utf-8", "replace")
+            desc = (g.ggml_backend_dev_description(dev) or b"").decode("utf-8", "replace")
+            out.append(BackendDevice(name, desc.strip(), int(g.ggml_backend_dev_type(dev))))
+        return tuple(out)
+    except (ImportError, AttributeError, OSError):  # bindings without ggml's device API
+        return ()
+
+
+def supports_gpu_offload() -> bool:
+    return bool(_backend().llama_supports_gpu_offload())
+
+
+def resolve_device(setting: GpuSetting | None = None) -> Device:
+    """The device for this process: ``setting`` (``--gpu``) if given, else $LAUNCHER_GPU,
+    else ``gpu`` in the config file, else auto."""
+    from . import config
+
+    source = "--gpu"
+    if setting is None:
+        env = os.environ.get(config.GPU_ENV, "").strip()
+        if env:
+            source = f"${config.GPU_ENV}"
+            setting = config.parse_gpu(env, source)
+        else:
+            cfg = config.load_config()
+            source = f"gpu in {cfg.path}"
+            setting = cfg.gpu
+    isa = cpu_isa(build_features(system_info()), cpu_flags())
+    return decide_device(setting, source, supports_gpu_offload(), backend_devices(), isa)
 
 
 _backend_ready = False
@@ -278,17 +444,21 @@ def _backend() -> Any:
 
 
 class Model:
-    """A loaded GGUF language model (weights memory-mapped, CPU only).
+    """A loaded GGUF language model (weights memory-mapped; layers on a GPU if asked).
 
     ``extra_bufts`` forces llama.cpp's extra buffer types on or off; None decides as
-    ``resolve_extra_bufts`` does (``self.extra_bufts`` says what was used and why)."""
+    ``resolve_extra_bufts`` does (``self.extra_bufts`` says what was used and why).
+    ``gpu`` (``--gpu``) picks the device; None decides as ``resolve_device`` does."""
 
-    def __init__(self, path: Path, *, extra_bufts: bool | None = None) -> None:
+    def __init__(
+        self, path: Path, *, extra_bufts: bool | None = None, gpu: GpuSetting | None = None
+    ) -> None:
         ll = _backend()
         self.path = path
-        self.extra_bufts = resolve_extra_bufts(extra_bufts)
+        self.extra_bufts = resolve_extra_bufts(extra_bufts, ftype=model_ftype(path))
+        self.device = resolve_device(gpu)
         params = ll.llama_model_default_params()
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = self.device.layers
         params.use_extra_bufts = self.extra_bufts.on
         ptr = ll.llama_model_load_from_file(os.fsencode(path), params)
         if not ptr:
@@ -389,6 +559,11 @@ class Context:
         # a vector does not depend on which other inputs shared its batch.
         params.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
+        if model.device.layers == 0:
+            # CPU only: llama.cpp would otherwise still copy weights to a GPU for large
+            # batches (op offload) and keep the KV cache there.
+            params.offload_kqv = False
+            params.op_offload = False
         ptr = ll.llama_init_from_model(model.ptr, params)
         if not ptr:
             raise EngineError(
@@ -541,7 +716,7 @@ class Vision:
         _backend()
         self.path = path
         params = mt.mtmd_context_params_default()
-        params.use_gpu = False
+        params.use_gpu = model.device.mmproj_gpu
         params.print_timings = False
         params.n_threads = threads
         params.warmup = False  # warmup costs seconds at load and changes nothing we compute

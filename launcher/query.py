@@ -89,6 +89,7 @@ class IndexStatus:
     indexing: bool = False
     queued: int = 0  # files found but not embedded yet (searchable by name only)
     message: str = ""  # e.g. "watching 3 folders", "watch limit reached: polling"
+    device: str = ""  # where the model runs, e.g. "CPU: AMD EPYC (AVX-512, 2 threads)"
 
 
 class SearchService(Protocol):

@@ -66,6 +66,7 @@ class LocalService:
         self._written: Any = None
         self._active = False  # an operation is writing: ``self.store`` is its writer
         self._query_engine: Any = None
+        self._device_text: str | None = None
         self._fulltext: FullText | None = None
         self.searcher = Searcher(
             self._snapshot, self._query_embedder, reranker=app.reranker, settings=app.settings,
@@ -300,7 +301,17 @@ class LocalService:
             indexing=self._indexing.is_set(),
             queued=base.queued,
             message=message,
+            device=self._device(),
         )
+
+    def _device(self) -> str:
+        """Where the model runs (the settings the engine loads with: ``App.device_text``)."""
+        if self._device_text is None:
+            try:
+                self._device_text = self.app.device_text()
+            except LauncherError as err:  # a bad gpu setting: said once, here
+                self._device_text = f"device: {err}"
+        return self._device_text
 
     def reindex(self) -> None:
         if self._indexing.is_set():

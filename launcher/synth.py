@@ -731,8 +731,9 @@ def write_text_model(
     return path
 
 
-# llama.cpp's file types (enum llama_ftype) for ``quantize``.
-QUANT_TYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15}
+# llama.cpp's file types (enum llama_ftype) for ``quantize``. None of these needs an
+# importance matrix (llama.cpp asks for one only for IQ1/IQ2 and Q2_K_S).
+QUANT_TYPES = {"F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_S": 14, "Q4_K_M": 15, "IQ4_NL": 25}
 
 
 def quantize(src: str | Path, dst: str | Path, ftype: str = "Q4_K_M", threads: int = 0) -> Path:

@@ -556,6 +556,8 @@ def render_status(status: IndexStatus) -> str:
         parts.append('<span class="lbusy">indexing…</span>')
     if status.message:
         parts.append(f"<span>{esc(visible(status.message))}</span>")
+    if status.device:
+        parts.append(f'<span data-k="device">{esc(visible(status.device))}</span>')
     line = " · ".join(parts)
     whole = re.sub(r"<[^>]*>", "", line)  # the parts are escaped: this is their text
     return f'<div class="lstat" title="{whole}">{line}</div>'

@@ -16,6 +16,7 @@ MODEL_ENV_VARS = (
     "LAUNCHER_RERANKER_MMPROJ",
     "LAUNCHER_ENGINE",
     "LAUNCHER_ENGINE_KEY",
+    "LAUNCHER_GPU",  # the device: auto unless a test sets it
 )
 
 

@@ -78,9 +78,20 @@ def repack_expected() -> bool:
 
 
 def extra_bufts_safe() -> bool:
-    """Whether extra buffer types are on by default here: not on an AMX machine whose
-    llama.cpp would crash (issue 14)."""
+    """Whether extra buffer types are safe here: not on an AMX machine whose llama.cpp
+    would crash (issue 14)."""
     return not native.amx_guarded()
+
+
+def avx512_here() -> bool:
+    flags = native.cpu_flags()
+    avx512_cpu = flags is None or "avx512f" in flags
+    return "AVX512" in native.build_features(native.system_info()) and avx512_cpu
+
+
+def auto_on(quant: str) -> bool:
+    """Extra buffer types under "auto": where safe, except Q4_K models with AVX-512."""
+    return extra_bufts_safe() and not (quant.startswith("Q4_K") and avx512_here())
 
 
 # "auto" is what users get: on where safe (repacking runs), off on an AMX machine.
@@ -107,7 +118,7 @@ def test_quantized_embeddings_follow_f32(quant_models, f32_vectors, quant, extra
     emb, log = load_log(lambda: Embedder(path, threads=2, extra_bufts=extra))
     with emb:
         on = emb.model.extra_bufts.on
-        assert on is (extra_bufts_safe() if extra is None else extra)
+        assert on is (auto_on(quant) if extra is None else extra)
         if quant in REPACKED and repack_expected():
             # the repack kernels run exactly when extra buffer types are on
             assert ("CPU_REPACK" in log) is on, log[-2000:]
@@ -136,7 +147,7 @@ def test_quantized_reranker_follows_f32(quant_models, quant, extra):
     path = quant_models.rank[quant]
     with Reranker(path, threads=2, extra_bufts=extra) as rr:
         assert rr.method == RANK_HEAD
-        assert rr.model.extra_bufts.on is (extra_bufts_safe() if extra is None else extra)
+        assert rr.model.extra_bufts.on is (auto_on(quant) if extra is None else extra)
         got = margin(rr.score(QUERY, TEXTS))
         tokens = [
             rr.tokenize_parts(prompt.rerank_prompt(QUERY, 0, t, 0, rr.instruction), [])[0]
@@ -216,6 +227,34 @@ def test_amx_guard_is_forced_either_way_and_lifted_by_a_fixed_version(monkeypatc
     monkeypatch.setattr(native, "AMX_FIXED_IN", "0.3.40")
     assert native.decide_extra_bufts(None, "auto", INFO_AMX, flags, "0.3.41").on
     assert not native.decide_extra_bufts(None, "auto", INFO_AMX, flags, "0.3.39").on
+
+
+def test_auto_keeps_plain_q4_k_weights_on_avx512_and_repacks_the_rest():
+    """Measured on an AVX-512 CPU without AMX (bench/run.py section q): plain Q4_K decodes
+    faster than repacked Q4_K, while repacked Q4_0 / IQ4_NL is faster than plain."""
+    no_amx = native.parse_cpu_flags(CPUINFO_NO_AMX)
+    avx2_only = frozenset({"avx2", "fma"})
+    info_avx2 = "CPU : AVX = 1 | AVX2 = 1 | FMA = 1 | REPACK = 1 | "
+
+    def auto(info, flags, ftype):  # type: ignore[no-untyped-def]
+        return native.decide_extra_bufts(None, "auto", info, flags, "0.3.36", ftype)
+
+    for ftype in (14, 15):  # Q4_K_S, Q4_K_M
+        d = auto(INFO_NO_AMX, no_amx, ftype)
+        assert not d.on and "AVX-512" in d.why and native.Q4_K_FTYPES[ftype] in d.why
+        assert auto(info_avx2, avx2_only, ftype).on  # AVX2 only: the repack kernels help
+        assert auto(INFO_NO_AMX, avx2_only, ftype).on  # an AVX-512 build on an AVX2 CPU
+    for ftype in (2, 25, 7, 1, None):  # Q4_0, IQ4_NL, Q8_0, F16, unknown
+        assert auto(INFO_NO_AMX, no_amx, ftype).on
+    forced = native.decide_extra_bufts(True, "$X", INFO_NO_AMX, no_amx, "0.3.36", 15)
+    assert forced.on and "$X" in forced.why
+
+
+def test_the_model_file_type_reaches_the_decision(quant_models):
+    assert native.model_ftype(quant_models.embedding["Q4_K_M"]) == 15
+    assert native.model_ftype(quant_models.embedding["Q4_0"]) == 2
+    with Embedder(quant_models.embedding["Q4_K_M"], threads=2) as emb:
+        assert emb.model.extra_bufts.on is auto_on("Q4_K_M")
 
 
 @pytest.fixture()
