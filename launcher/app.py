@@ -6,6 +6,7 @@ Commands (CLI, UI, demo) get everything from an ``App``; nothing else wires modu
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class App:
     index_dir: Path | None = None
     engine: EngineSettings | None = None  # a remote engine (--engine URL); None: this machine
     engine_mmproj: str | None = None  # the projector name a remote identity carries
+    engine_mmproj_path: str | None = None  # its file here, if known (remembered for local use)
     _embedder: Engine | None = field(default=None, repr=False)
     _reranker: Reranker | None = field(default=None, repr=False)
     reranker_path: str | None = None  # --reranker as given
@@ -72,6 +74,9 @@ class App:
                 models=models, settings=load_settings(), threads=threads or models.threads,
                 verbose=verbose, index_dir=index_dir, reranker_path=reranker, engine=remote,
                 engine_mmproj=Path(mmproj).name if mmproj else ident.get("mmproj_file"),
+                engine_mmproj_path=(
+                    str(Path(mmproj).absolute()) if mmproj else (remembered or {}).get("mmproj")
+                ),
             )  # fmt: skip
         models = resolve(
             model=model, mmproj=mmproj, reranker=reranker, reranker_mmproj=reranker_mmproj,
@@ -145,7 +150,10 @@ class App:
 
             remote = self.embedder()
             assert isinstance(remote, RemoteEmbedder)
-            return {"model": remote.info.model, "mmproj": None, "engine": self.engine.url}
+            model = remote.info.model
+            if model and not os.path.isabs(model) and os.path.isfile(model):
+                model = os.path.abspath(model)  # (the server's path, relative to our folder too)
+            return {"model": model, "mmproj": self.engine_mmproj_path, "engine": self.engine.url}
         mmproj = self.models.mmproj
         return {
             "model": str(self.model_path.absolute()),

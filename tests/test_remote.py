@@ -204,6 +204,22 @@ def test_index_through_llama_server_matches_local_index(
     assert report.added == 1 and report.failed == 0
 
 
+def test_an_index_built_through_the_server_is_searched_here_without_flags(
+    tiny_models, serve, tmp_path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    # models.json remembers the files behind a remote run (the server's model, --mmproj),
+    # so a later local command finds the same identity, projector included.
+    corpus = write_corpus(tmp_path / "corpus")
+    server = serve(tiny_models.embedding, tiny_models.mmproj)
+    mmproj = ["--mmproj", str(tiny_models.mmproj)]
+    assert main(["index", str(corpus), "--engine", server.url, *mmproj, "--json"]) == 0
+    server.stop()
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # (another folder: remembered paths are absolute)
+    assert main(["search", "harbor", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)
+
+
 def test_a_server_with_another_model_is_refused(tiny_models, serve, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     corpus = write_corpus(tmp_path / "corpus")
     server = serve(tiny_models.embedding, tiny_models.mmproj)
