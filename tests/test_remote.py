@@ -136,6 +136,25 @@ def test_remote_vectors_match_the_local_engine(tiny_models, serve) -> None:  # t
         assert remote.count_tokens("harbor office") == local_count
 
 
+def test_a_started_server_makes_launchers_extra_buffer_types_choice(
+    tiny_models, serve, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # llama-server repacks weights by default: on an AMX CPU that path dies with SIGILL
+    # (issue 14) and Q4_K repacking is slower on AVX-512, so a server launcher starts
+    # follows the same decision as the in-process engine (--no-repack when it is off).
+    monkeypatch.setenv("LAUNCHER_EXTRA_BUFFER_TYPES", "false")
+    plain = serve(tiny_models.embedding)
+    monkeypatch.setenv("LAUNCHER_EXTRA_BUFFER_TYPES", "true")
+    repacked = serve(tiny_models.embedding)
+    assert "--no-repack" in plain.command and "--no-repack" not in repacked.command
+    with Embedder(tiny_models.embedding, max_tokens=2048) as local:
+        want = local.embed(["a short note about the harbor"])[0]
+    for server in (plain, repacked):
+        with RemoteEmbedder(EngineSettings(server.url)) as remote:
+            got = remote.embed(["a short note about the harbor"])[0]
+        assert cosine(got, want) >= PARITY
+
+
 def test_content_with_images_cannot_end_the_turn(tiny_models, serve) -> None:  # type: ignore[no-untyped-def]
     """With images the prompt goes as a string the server parses with special tokens: the
     look-alikes are broken up, so the vector is that of the (neutralized) text as content."""

@@ -172,9 +172,12 @@ def server_command(
     parallel: int = 1,
     threads: int | None = None,
     ctx_per_slot: int = CTX_PER_SLOT,
+    repack: bool = True,
 ) -> list[str]:
     """The command line ``--engine`` expects: embeddings with LAST pooling, every slot holds
-    a whole input (batch = ubatch = slot context), images taken at the size we send."""
+    a whole input (batch = ubatch = slot context), images taken at the size we send.
+    ``repack=False`` adds ``--no-repack`` (no extra buffer types: see
+    ``native.resolve_extra_bufts``)."""
     cmd = [
         str(binary), "-m", str(model), "--embeddings", "--pooling", "last",
         "--host", "127.0.0.1", "--port", str(port), "--parallel", str(parallel),
@@ -185,6 +188,8 @@ def server_command(
         cmd += ["--mmproj", str(mmproj)]
     if threads:
         cmd += ["-t", str(threads)]
+    if not repack:
+        cmd.append("--no-repack")
     return cmd
 
 
@@ -245,13 +250,20 @@ def start_server(
     ctx_per_slot: int = CTX_PER_SLOT,
     log: Path,
     ready_seconds: float = 300.0,
+    repack: bool | None = None,
 ) -> LlamaServer:
-    """Start llama-server and wait until it answers /health (raises with its log's tail)."""
+    """Start llama-server and wait until it answers /health (raises with its log's tail).
+    ``repack`` None: the decision launcher makes for this model in-process (off where the
+    AMX path would crash, and for Q4_K models on AVX-512, where plain kernels are faster)."""
+    from ..native import model_ftype, resolve_extra_bufts
+
     binary = binary or server_binary()
     port = port or free_port()
+    if repack is None:
+        repack = resolve_extra_bufts(ftype=model_ftype(model)).on
     cmd = server_command(
         binary, model, mmproj, port=port, parallel=parallel, threads=threads,
-        ctx_per_slot=ctx_per_slot,
+        ctx_per_slot=ctx_per_slot, repack=repack,
     )  # fmt: skip
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
