@@ -1263,12 +1263,12 @@ NOTES = """
 - **(h)** The port answers at once with a self-reloading "starting" page while gradio
   (about 2.9 s of import) loads; the search page and the model's warm-up follow.
 - **(slots)** The same 24 text files indexed in-process and through a local llama-server
-  (the vendored llama.cpp, built by `launcher.engines.llama_server`) with 1, 2 and 4 slots
-  and as many requests in flight; 2 threads each. On 2 cores the model is compute bound, so
-  slots do not add throughput (they pay off on a GPU or across machines). The server rows
-  beat the in-process row here only because other jobs loaded this shared VM (load 5 to 10
-  on 2 cores): two processes (launcher and the server) get a larger share of a contended CPU
-  than one (this section was not re-run on a quiet machine).
+  (the vendored llama.cpp, built by `launcher.engines.llama_server`, started with the same
+  extra-buffer-types choice as in-process: `--no-repack` for Q4_K_M on AVX-512) with 1, 2
+  and 4 slots and as many requests in flight; 2 threads each. On 2 cores the model is
+  compute bound, so slots do not add throughput, and the server shares the cores with
+  launcher's reading and extraction (plus a /tokenize round trip per text): it is slower
+  than in-process here. Slots pay off on a GPU or across machines.
 - **(scale)** synthetic records made through the Store API (3 rows each, 64 dims; the
   catalog's costs do not depend on the dims), no files on disk; format 2 measured 2.3 s per
   commit and 5.0 s to open at 100k files (the issue). "Commit" is `Store.commit()` after
