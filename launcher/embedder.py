@@ -8,7 +8,7 @@ and renormalises.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,13 +113,7 @@ class Embedder(QwenEngine):
 
     def embed(self, items: Sequence[EmbedInput | str], *, dims: int | None = None) -> np.ndarray:
         """A float32 (n, dims) array of unit vectors; raises the first failing item's error."""
-        out = self.embed_each(items, dims=dims)
-        for result in out:
-            if isinstance(result, LauncherError):
-                raise result
-        if not out:
-            return np.zeros((0, dims or self.dim), np.float32)
-        return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
+        return stack_vectors(self.embed_each(items, dims=dims), lambda: dims or self.dim)
 
     def embed_each(
         self, items: Sequence[EmbedInput | str], *, dims: int | None = None
@@ -142,6 +136,19 @@ class Embedder(QwenEngine):
                 results[i] = err
         results.update(self.run_all(prepared))
         return [_finish(results[i], dims) for i in range(len(inputs))]
+
+
+def stack_vectors(
+    out: Sequence[np.ndarray | InputError], empty_dims: Callable[[], int]
+) -> np.ndarray:
+    """``embed_each``'s outcomes as one float32 (n, dims) array; raises the first error.
+    ``empty_dims`` is asked only for no outcomes (a remote engine learns its width late)."""
+    for result in out:
+        if isinstance(result, LauncherError):
+            raise result
+    if not out:
+        return np.zeros((0, empty_dims()), np.float32)
+    return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
 
 
 def _finish(result: np.ndarray | InputError, dims: int | None) -> np.ndarray | InputError:

@@ -16,6 +16,7 @@ from pathlib import Path
 import hostile
 import pytest
 from PIL import Image
+from waiting import wait_for
 
 from launcher import extract as extract_mod
 from launcher import paths
@@ -258,15 +259,6 @@ def test_our_own_bugs_are_not_hidden_by_the_boundary(models_env, tmp_path, monke
     assert statuses()["b.md"][0] == "ok"
 
 
-def _wait_for(cond, timeout=30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_watched_folder_receives_the_bad_files_and_keeps_indexing(models_env, tmp_path, capsys):
     root = tmp_path / "watched"
     root.mkdir()
@@ -288,14 +280,14 @@ def test_watched_folder_receives_the_bad_files_and_keeps_indexing(models_env, tm
                 svc.status().indexing
             )
 
-        assert _wait_for(recorded, timeout=60.0)
+        assert wait_for(recorded, timeout=60.0)
         snap = svc.store.snapshot()
         state = {os.path.basename(r.path): r.status for r in snap.files}
         assert {n for n, s in state.items() if s == "failed"} == set(FAILING)
         assert svc.watcher.alive and "watching" in svc.status().message
         later = root / "later.txt"
         later.write_text("the watcher still works")
-        assert _wait_for(lambda: svc.is_indexed(str(later)))
+        assert wait_for(lambda: svc.is_indexed(str(later)))
     finally:
         svc.close()
         app.close()
@@ -396,7 +388,7 @@ def test_ctrl_c_stops_every_phase(models_env, tmp_path, make_tree):
     try:
         # Interrupted once the model is at work: the first embedded files are committed
         # (the first commit only names them; the words tier runs without the model).
-        assert _wait_for(_embedding_started, timeout=120)
+        assert wait_for(_embedding_started, timeout=120)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)  # ~2 s; margin for a loaded CI machine
@@ -437,13 +429,13 @@ def test_watcher_retries_with_backoff_then_gives_up_on_a_path(tmp_path, monkeypa
     w.start()
     try:
         (root / "bad.txt").write_text("x")
-        assert _wait_for(lambda: "retrying" in w.status, timeout=10)
+        assert wait_for(lambda: "retrying" in w.status, timeout=10)
         assert "RuntimeError: pdfium exploded" in w.status
-        assert _wait_for(lambda: given_up, timeout=20)
+        assert wait_for(lambda: given_up, timeout=20)
         assert given_up[0][0] == bad and "pdfium exploded" in given_up[0][1]
         n = len(calls)
         (root / "good.txt").write_text("y")
-        assert _wait_for(lambda: any(c == [str(root / "good.txt")] for c in calls[n:]))
+        assert wait_for(lambda: any(c == [str(root / "good.txt")] for c in calls[n:]))
         assert w.alive and w.status == w.message and "watching" in w.status
     finally:
         w.stop()
@@ -471,7 +463,7 @@ def test_watcher_keeps_a_path_it_cannot_record(tmp_path, monkeypatch):
     w.start()
     try:
         (root / "a.txt").write_text("x")
-        assert _wait_for(lambda: len(calls) >= watch.GIVE_UP + 3, timeout=20)
+        assert wait_for(lambda: len(calls) >= watch.GIVE_UP + 3, timeout=20)
         assert w.alive and "No space left" in w.status
     finally:
         w.stop()

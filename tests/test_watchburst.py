@@ -11,6 +11,7 @@ import time
 
 import pytest
 from tiny_fixtures import FILLER_WORDS
+from waiting import wait_for
 
 from launcher import paths, service, watch
 from launcher.app import App
@@ -41,15 +42,6 @@ def commits(monkeypatch) -> list[float]:
 
     monkeypatch.setattr(Store, "commit", counted)
     return made
-
-
-def wait_for(cond, timeout: float, step: float = 0.2) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def note(i: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from launcher import paths
 from launcher.app import App
@@ -113,15 +114,6 @@ class Service:
             self.proc.kill()
             _, err = self.proc.communicate()
         return err
-
-
-def wait_for(cond, timeout: float = 60.0, step: float = 0.25) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def tree(root: Path, n: int, word: str = "note") -> list[Path]:

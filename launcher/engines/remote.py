@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import images as img
 from .. import prompt
-from ..embedder import ModelIdentity, _finish, model_identity
+from ..embedder import ModelIdentity, _finish, model_identity, stack_vectors
 from ..engine import DEFAULT_MAX_TOKENS, run_len, tokenize_parts
 from ..errors import (
     ENGINE_UNAVAILABLE,
@@ -405,13 +405,7 @@ class RemoteEmbedder:
 
     def embed(self, items: Sequence[EmbedInput | str], *, dims: int | None = None) -> np.ndarray:
         """A float32 (n, dims) array of unit vectors; raises the first failing item's error."""
-        out = self.embed_each(items, dims=dims)
-        for result in out:
-            if isinstance(result, LauncherError):
-                raise result
-        if not out:
-            return np.zeros((0, dims or self.dim), np.float32)
-        return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
+        return stack_vectors(self.embed_each(items, dims=dims), lambda: dims or self.dim)
 
     def embed_each(
         self, items: Sequence[EmbedInput | str], *, dims: int | None = None
