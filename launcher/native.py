@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -278,6 +278,18 @@ def model_ftype(path: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _configured(env_name: str, parse: Callable[[str, str], Any], key: str) -> tuple[Any, str]:
+    """A setting with no flag: ``$env_name`` (parsed) if set, else ``key`` of the config
+    file; with the words that name where it came from (for messages)."""
+    from . import config
+
+    env = os.environ.get(env_name, "").strip()
+    if env:
+        return parse(env, f"${env_name}"), f"${env_name}"
+    cfg = config.load_config()
+    return getattr(cfg, key), f"{key} in {cfg.path}"
+
+
 def resolve_extra_bufts(setting: bool | None = None, *, ftype: int | None = None) -> ExtraBufts:
     """The extra-buffer-types decision for a model of file type ``ftype`` in this process:
     ``setting`` if given, else $LAUNCHER_EXTRA_BUFFER_TYPES, else ``extra_buffer_types`` in
@@ -286,14 +298,9 @@ def resolve_extra_bufts(setting: bool | None = None, *, ftype: int | None = None
 
     source = "the caller"
     if setting is None:
-        env = os.environ.get(config.EXTRA_BUFFER_TYPES_ENV, "").strip()
-        if env:
-            source = f"${config.EXTRA_BUFFER_TYPES_ENV}"
-            setting = config.parse_switch(env, source)
-        else:
-            cfg = config.load_config()
-            source = f"extra_buffer_types in {cfg.path}"
-            setting = cfg.extra_buffer_types
+        setting, source = _configured(
+            config.EXTRA_BUFFER_TYPES_ENV, config.parse_switch, "extra_buffer_types"
+        )
     return decide_extra_bufts(
         setting, source, system_info(), cpu_flags(), llama_cpp_version(), ftype
     )
@@ -417,14 +424,7 @@ def resolve_device(setting: GpuSetting | None = None) -> Device:
 
     source = "--gpu"
     if setting is None:
-        env = os.environ.get(config.GPU_ENV, "").strip()
-        if env:
-            source = f"${config.GPU_ENV}"
-            setting = config.parse_gpu(env, source)
-        else:
-            cfg = config.load_config()
-            source = f"gpu in {cfg.path}"
-            setting = cfg.gpu
+        setting, source = _configured(config.GPU_ENV, config.parse_gpu, "gpu")
     isa = cpu_isa(build_features(system_info()), cpu_flags())
     return decide_device(setting, source, supports_gpu_offload(), backend_devices(), isa)
 
